@@ -1,0 +1,113 @@
+"""The one command line: LightningCLI (fit/validate/test/predict) plus the pipeline subcommands.
+
+``meritsl``, ``lightning`` and ``python -m meritsl_lightning`` are the same program.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from meritsl_lightning.data_modules.base import ERCDataModule
+from meritsl_lightning.models.base import BaseStageModule
+
+TRAINER_COMMANDS = ("fit", "validate", "test", "predict")
+# name -> (module:function taking argv and returning an exit status, one-line help); imported on use
+PIPELINE_COMMANDS = {
+    "prepare": ("meritsl_lightning.prepare:main", "validate a corpus folder; write manifest.jsonl and report.json"),
+    "generate": ("meritsl_lightning.generate:main", "write a generated corpus in a real corpus layout"),
+    "demo": ("meritsl_lightning.demo:main", "generate a corpus, train and test all five stage models, print the table"),
+}
+
+
+class MeritslCLI(LightningCLI):
+    """LightningCLI over the stage modules and corpus data modules, picked by ``class_path``."""
+
+    def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs: Any) -> None:
+        parser_kwargs = {"parser_mode": "omegaconf", **{c: {"parser_mode": "omegaconf"} for c in TRAINER_COMMANDS}}
+        self.test_results: list[dict[str, float]] | None = None
+        super().__init__(
+            BaseStageModule,
+            ERCDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            seed_everything_default=0,
+            parser_kwargs=parser_kwargs,
+            args=args,
+            run=run,
+            **kwargs,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # the data module publishes the label set; no label list is typed twice
+        parser.link_arguments("data.label_names", "model.init_args.label_names", apply_on="instantiate")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/weighted_f1",
+                "checkpoint.mode": "max",
+                "checkpoint.filename": "best",
+                "checkpoint.save_last": True,
+            }
+        )
+        parser.add_argument(
+            "--test_after_fit",
+            type=bool,
+            default=True,
+            help="fit only: test the best-validation checkpoint once training ends",
+        )
+
+    def after_fit(self) -> None:
+        if not self.config[self.subcommand].get("test_after_fit"):
+            return
+        if "test" not in self.datamodule.split_names():
+            return
+        best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
+        self.test_results = self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+        if self.trainer.is_global_zero and self.trainer.log_dir:
+            summary = {"best_checkpoint": best, "test": self.test_results[0] if self.test_results else {}}
+            Path(self.trainer.log_dir, "test_metrics.json").write_text(json.dumps(summary, indent=1))
+
+
+def _run_pipeline(name: str, argv: list[str]) -> int:
+    target, _ = PIPELINE_COMMANDS[name]
+    module_name, _, func = target.partition(":")
+    return int(getattr(importlib.import_module(module_name), func)(argv) or 0)
+
+
+def _pipeline_help() -> str:
+    lines = ["meritsl pipeline commands (each has --help):"]
+    lines += [f"  {name:<10} {help_}" for name, (_, help_) in PIPELINE_COMMANDS.items()]
+    lines.append("training commands (LightningCLI): fit, validate, test, predict --config CONFIG.yaml")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``meritsl`` and ``python -m meritsl_lightning``."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args and args[0] in PIPELINE_COMMANDS:
+        sys.exit(_run_pipeline(args[0], args[1:]))
+    if not args or args[0] in ("-h", "--help"):
+        print(_pipeline_help() + "\n")
+    MeritslCLI(args=None if argv is None else args)
+
+
+def lightning_main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``lightning`` script: the same program, with a pointer for Lightning's own tools."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    known = (*TRAINER_COMMANDS, *PIPELINE_COMMANDS)
+    if args and not args[0].startswith("-") and args[0] not in known:
+        print(
+            f"lightning: {args[0]!r} is not a command of this `lightning` script, which meritsl-lightning installs "
+            f"(the same program as `meritsl`: {', '.join(known)}). For Lightning's own tools use `fabric` "
+            "or the lightning-sdk package.",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    main(argv)

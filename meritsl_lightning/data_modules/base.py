@@ -1,0 +1,197 @@
+"""The base data module: a corpus parsed into manifest rows, served as utterance or conversation batches."""
+
+from __future__ import annotations
+
+import logging
+from abc import abstractmethod
+from collections import defaultdict
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
+
+from meritsl_lightning.data_modules.batching import (
+    IGNORE_INDEX,
+    BucketBatchSampler,
+    ConversationCollator,
+    IndexDataset,
+    UtteranceCollator,
+)
+from meritsl_lightning.data_modules.manifest import (
+    SPLITS,
+    ManifestError,
+    ParseResult,
+    Utterance,
+    fingerprint,
+    read_manifest,
+)
+
+log = logging.getLogger(__name__)
+
+BatchLevel = Literal["utterance", "conversation"]
+
+
+@dataclass
+class SplitData:
+    """The utterances of one split, in conversation order, with their label ids."""
+
+    corpus: str
+    protocol: str
+    split: str
+    rows: list[Utterance]
+    conversations: list[list[int]]  # positions into rows, one list per conversation, in turn order
+    labels: torch.Tensor  # [N] label ids, IGNORE_INDEX where unlabelled
+
+    @cached_property
+    def fingerprint(self) -> str:
+        return fingerprint(self.rows)
+
+    def cache_key(self) -> dict[str, Any]:
+        """The corpus part of an embedding-cache key."""
+        return {"corpus": self.corpus, "protocol": self.protocol, "split": self.split, "content": self.fingerprint}
+
+
+class ERCDataModule(LightningDataModule):
+    """Base class of every corpus: subclasses parse their layout; this class splits, batches and buckets.
+
+    Batches are utterance-level for Stage I (``texts``, ``index``, ``labels``) and conversation-level for
+    Stages II-III (``index``/``mask``/``labels`` of shape [B, K]). The training model sets the level.
+    """
+
+    corpus: str = ""
+    protocols: dict[str, list[str]] = {}  # protocol name -> label names (in id order)
+
+    def __init__(
+        self,
+        protocol: str,
+        manifest: str | None = None,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        on_error: Literal["fail", "skip"] = "fail",
+        predict_split: str = "test",
+        bucket_multiplier: int = 50,
+    ) -> None:
+        super().__init__()
+        if protocol not in self.protocols:
+            raise ValueError(f"{type(self).__name__}: unknown protocol {protocol!r}; expected one of {sorted(self.protocols)}")
+        self.protocol = protocol
+        self.manifest = manifest
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.on_error = on_error
+        self.predict_split = predict_split
+        self.bucket_multiplier = bucket_multiplier
+        self.batch_level: BatchLevel = "utterance"
+        self._splits: dict[str, SplitData] | None = None
+
+    @property
+    def label_names(self) -> list[str]:
+        return list(self.protocols[self.protocol])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.label_names)
+
+    @abstractmethod
+    def parse(self) -> ParseResult:
+        """Parse the corpus folder into manifest rows (with their default splits)."""
+
+    def assign_splits(self, rows: list[Utterance]) -> list[Utterance]:
+        """Hook to re-split rows (e.g. a different validation protocol); the default keeps the manifest's."""
+        return rows
+
+    def use_batch_level(self, level: BatchLevel) -> None:
+        """Serve utterance- or conversation-level batches (called by the model that trains on them)."""
+        if level not in ("utterance", "conversation"):
+            raise ValueError(f"batch level must be 'utterance' or 'conversation', got {level!r}")
+        self.batch_level = level
+
+    def load_rows(self) -> list[Utterance]:
+        if self.manifest:
+            rows = read_manifest(self.manifest)
+        else:
+            result = self.parse()
+            for d in result.defects:
+                log.warning("skipped %s (%s: %s)", d.item, d.file, d.problem)
+            rows = result.utterances
+        return self.assign_splits(rows)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._splits is None:
+            self._splits = self._group(self.load_rows())
+
+    def _group(self, rows: list[Utterance]) -> dict[str, SplitData]:
+        label_id = {name: i for i, name in enumerate(self.label_names)}
+        by_split: dict[str, dict[str, list[Utterance]]] = defaultdict(lambda: defaultdict(list))
+        for row in rows:
+            if row.label is not None and row.label not in label_id:
+                raise ManifestError(
+                    f"utterance {row.utt_id}: label {row.label!r} is not in the {self.protocol} label set {self.label_names}"
+                )
+            by_split[row.split][row.dialogue_id].append(row)
+        splits = {}
+        for split, dialogues in by_split.items():
+            ordered: list[Utterance] = []
+            conversations: list[list[int]] = []
+            for dialogue_id in sorted(dialogues):
+                turns = sorted(dialogues[dialogue_id], key=lambda u: u.utt_index)
+                conversations.append(list(range(len(ordered), len(ordered) + len(turns))))
+                ordered += turns
+            labels = torch.tensor([label_id[u.label] if u.label is not None else IGNORE_INDEX for u in ordered])
+            splits[split] = SplitData(self.corpus, self.protocol, split, ordered, conversations, labels)
+        return splits
+
+    def split_data(self, split: str) -> SplitData:
+        """The rows of one split (``train``, ``validation``, ``test``)."""
+        self.setup()
+        assert self._splits is not None
+        if split not in self._splits:
+            raise KeyError(f"{self.corpus}/{self.protocol} has no {split!r} split; it has {sorted(self._splits)}")
+        return self._splits[split]
+
+    def split_names(self) -> list[str]:
+        self.setup()
+        assert self._splits is not None
+        return [s for s in SPLITS if s in self._splits] + sorted(set(self._splits) - set(SPLITS))
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        data = self.split_data(split)
+        utt_ids = [u.utt_id for u in data.rows]
+        if self.batch_level == "utterance":
+            n = len(data.rows)
+            lengths = [len(u.text) for u in data.rows]
+            collate: Any = UtteranceCollator(split, [u.text for u in data.rows], utt_ids, data.labels)
+        else:
+            n = len(data.conversations)
+            lengths = [len(c) for c in data.conversations]
+            collate = ConversationCollator(split, data.conversations, utt_ids, data.labels)
+        batch_size = self.batch_size if train else self.eval_batch_size
+        dataset = IndexDataset(n)
+        sampler = RandomSampler(dataset) if train else SequentialSampler(dataset)
+        batch_sampler = BucketBatchSampler(
+            sampler, batch_size, drop_last=False, lengths=lengths, bucket_multiplier=self.bucket_multiplier, shuffle=train
+        )
+        return DataLoader(
+            dataset,
+            batch_sampler=batch_sampler,
+            collate_fn=collate,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("validation", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.predict_split, train=False)

@@ -1,0 +1,122 @@
+"""Speech for the generated corpora: espeak-ng, resampled to 16 kHz mono, written as PCM16 WAV.
+
+Synthesis is deterministic: espeak-ng's output depends only on the text and the settings, the
+resampler is deterministic on CPU, and the low noise floor added under the speech comes from a
+seeded generator.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+from meritsl_lightning.data_modules.generated.content import VoiceParams
+
+ESPEAK = "espeak-ng"
+ESPEAK_APT_PACKAGE = "espeak-ng"
+SAMPLE_RATE = 16000
+PAD_SECONDS = 0.3
+NOISE_FLOOR_DBFS = -66.0  # keeps log-mel energies finite in the padding and in espeak's digital silence
+_TRIM_THRESHOLD = 1e-3  # espeak's own leading/trailing silence is cut before the fixed padding is added
+
+
+class EspeakNotFoundError(RuntimeError):
+    """espeak-ng is not installed."""
+
+
+class SpeechSynthesisError(RuntimeError):
+    """espeak-ng failed on one utterance."""
+
+
+@dataclass(frozen=True)
+class SynthesisJob:
+    """One utterance to synthesise into `path`; `noise_seed` seeds its noise floor."""
+
+    text: str
+    voice: VoiceParams
+    path: Path
+    noise_seed: int
+
+
+def espeak_executable() -> str:
+    """The path of espeak-ng, or a clear error naming the package to install."""
+    found = shutil.which(ESPEAK)
+    if found is None:
+        raise EspeakNotFoundError(
+            f"{ESPEAK} was not found on PATH; the generated corpora need it for speech. "
+            f"Install it with `sudo apt-get install {ESPEAK_APT_PACKAGE}` (Debian/Ubuntu package "
+            f"'{ESPEAK_APT_PACKAGE}'; Homebrew: `brew install espeak-ng`)."
+        )
+    return found
+
+
+def espeak_version() -> str:
+    """espeak-ng's version line, e.g. 'eSpeak NG text-to-speech: 1.51  Data at: ...' without the data path."""
+    out = subprocess.run([espeak_executable(), "--version"], capture_output=True, text=True, check=False).stdout
+    return out.strip().split("  Data at:")[0]
+
+
+def espeak_command(voice: VoiceParams, wav_path: Path) -> list[str]:
+    """The espeak-ng command line that speaks stdin with `voice` into `wav_path`."""
+    return [
+        espeak_executable(), "-v", voice.voice, "-p", str(voice.pitch), "-s", str(voice.speed),
+        "-a", str(voice.amplitude), "-g", str(voice.word_gap), "-b", "1", "-w", str(wav_path), "--stdin",
+    ]  # fmt: skip
+
+
+def _espeak(text: str, voice: VoiceParams) -> tuple[np.ndarray, int]:
+    with tempfile.TemporaryDirectory(prefix="meritsl-espeak-") as tmp:
+        wav_path = Path(tmp) / "speech.wav"
+        # '!' changes espeak's intonation; the voice cue must come from the designed settings only.
+        spoken = text.replace("!", ".")
+        done = subprocess.run(espeak_command(voice, wav_path), input=spoken, capture_output=True, text=True, check=False)
+        if done.returncode != 0 or not wav_path.is_file():
+            raise SpeechSynthesisError(
+                f"{ESPEAK} failed (exit {done.returncode}) for voice {voice} and text {text!r}: {done.stderr.strip()}"
+            )
+        audio, rate = sf.read(str(wav_path), dtype="float32", always_2d=True)
+    return audio.mean(axis=1), rate
+
+
+def _trim(audio: np.ndarray) -> np.ndarray:
+    loud = np.flatnonzero(np.abs(audio) > _TRIM_THRESHOLD)
+    return audio[loud[0] : loud[-1] + 1] if loud.size else audio
+
+
+def synthesize(text: str, voice: VoiceParams, noise_seed: int, pad_seconds: float = PAD_SECONDS) -> np.ndarray:
+    """16 kHz mono float32 speech for `text`, with `pad_seconds` of near-silence at both ends."""
+    audio, rate = _espeak(text, voice)
+    audio = _trim(audio)
+    if rate != SAMPLE_RATE:
+        audio = AF.resample(torch.from_numpy(np.ascontiguousarray(audio)), rate, SAMPLE_RATE).numpy()
+    pad = np.zeros(round(pad_seconds * SAMPLE_RATE), dtype=np.float32)
+    audio = np.concatenate([pad, audio, pad])
+    noise = np.random.default_rng(noise_seed).normal(0.0, 10 ** (NOISE_FLOOR_DBFS / 20), audio.shape)
+    return np.clip(audio + noise, -1.0, 1.0).astype(np.float32)
+
+
+def synthesize_to_file(job: SynthesisJob) -> float:
+    """Write one job's speech as a 16 kHz mono PCM16 WAV; returns its duration in seconds."""
+    audio = synthesize(job.text, job.voice, job.noise_seed)
+    job.path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(job.path), audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    return len(audio) / SAMPLE_RATE
+
+
+def synthesize_many(jobs: Sequence[SynthesisJob], workers: int | None = None) -> list[float]:
+    """Run `jobs` on a small thread pool (espeak-ng runs in subprocesses); durations in job order."""
+    espeak_executable()
+    workers = workers or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(synthesize_to_file, jobs))

@@ -1,0 +1,67 @@
+"""IEMOCAP (``IEMOCAP_full_release``) as a data module: 4-class or 6-class, Session 5 test."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+from typing import Literal
+
+from meritsl_lightning.data_modules.base import ERCDataModule
+from meritsl_lightning.data_modules.iemocap_parser import PROTOCOLS, parse_iemocap
+from meritsl_lightning.data_modules.manifest import ParseResult, Utterance
+
+
+class IEMOCAPDataModule(ERCDataModule):
+    """IEMOCAP from the release folder (or a manifest written by ``meritsl prepare iemocap``).
+
+    Splits: Session 5 is the test set. ``validation="session1"`` (the default, as the MERITS-L
+    reimplementation reads the paper) trains on Sessions 2-4; ``validation="dialogues"`` trains on Sessions
+    1-4 and holds out ``validation_fraction`` of their dialogues (chosen with ``split_seed``), the ERC
+    convention.
+    """
+
+    corpus = "iemocap"
+    protocols = {name: list(spec.labels) for name, spec in PROTOCOLS.items()}
+
+    def __init__(
+        self,
+        root: str | None = None,
+        protocol: Literal["iemocap4", "iemocap6"] = "iemocap4",
+        validation: Literal["session1", "dialogues"] = "session1",
+        validation_fraction: float = 0.1,
+        split_seed: int = 0,
+        manifest: str | None = None,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        on_error: Literal["fail", "skip"] = "fail",
+        predict_split: str = "test",
+        bucket_multiplier: int = 50,
+    ) -> None:
+        super().__init__(
+            protocol, manifest, batch_size, eval_batch_size, num_workers, on_error, predict_split, bucket_multiplier
+        )
+        if root is None and manifest is None:
+            raise ValueError("IEMOCAPDataModule needs root (the IEMOCAP_full_release folder) or manifest")
+        if validation not in ("session1", "dialogues"):
+            raise ValueError(f"validation must be 'session1' or 'dialogues', got {validation!r}")
+        if not 0.0 < validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
+        self.root = root
+        self.validation = validation
+        self.validation_fraction = validation_fraction
+        self.split_seed = split_seed
+
+    def parse(self) -> ParseResult:
+        assert self.root is not None
+        return parse_iemocap(self.root, protocol=self.protocol, on_error=self.on_error)
+
+    def assign_splits(self, rows: list[Utterance]) -> list[Utterance]:
+        if self.validation == "session1":
+            return rows
+        pool = sorted({u.dialogue_id for u in rows if u.split in ("train", "validation")})
+        held_out = set(random.Random(self.split_seed).sample(pool, max(1, round(len(pool) * self.validation_fraction))))
+        return [
+            replace(u, split="validation" if u.dialogue_id in held_out else "train") if u.split != "test" else u
+            for u in rows
+        ]

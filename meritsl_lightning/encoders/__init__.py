@@ -1,0 +1,1 @@
+"""Frozen text and speech encoders and the embedding cache."""

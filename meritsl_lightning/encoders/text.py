@@ -1,0 +1,56 @@
+"""A Hugging Face text encoder (any AutoModel id or local folder) with utterance pooling."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+from transformers import AutoModel, AutoTokenizer
+
+from meritsl_lightning.nn.pooling import masked_mean
+
+TextPooling = Literal["cls_dense_tanh", "cls", "mean"]
+
+
+class TextEncoder(nn.Module):
+    """Tokenizer + transformer + pooling -> one vector per utterance.
+
+    ``cls_dense_tanh`` (the default) is the penultimate layer of Hugging Face's RoBERTa classification head:
+    the first-token state through a dense layer and tanh.
+    """
+
+    def __init__(self, model_name_or_path: str, pooling: TextPooling = "cls_dense_tanh", max_length: int = 128) -> None:
+        super().__init__()
+        if pooling not in ("cls_dense_tanh", "cls", "mean"):
+            raise ValueError(f"unknown text pooling {pooling!r}; expected cls_dense_tanh, cls or mean")
+        self.tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
+        self.transformer = AutoModel.from_pretrained(model_name_or_path)
+        if getattr(self.transformer, "pooler", None) is not None:
+            self.transformer.pooler = None  # unused: parameters without gradients would break DDP
+        self.pooling = pooling
+        self.max_length = min(max_length, _max_positions(self.transformer.config))
+        self.output_dim = int(self.transformer.config.hidden_size)
+        self.dense = nn.Linear(self.output_dim, self.output_dim) if pooling == "cls_dense_tanh" else None
+
+    def tokenize(self, texts: list[str], device: torch.device | None = None) -> dict[str, torch.Tensor]:
+        # lengths padded to a multiple of 16 so that few distinct shapes reach the GPU kernels
+        enc = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_length, pad_to_multiple_of=16, return_tensors="pt"
+        )
+        return {k: v.to(device) if device is not None else v for k, v in enc.items()}
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor:
+        hidden = self.transformer(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.pooling == "mean":
+            return masked_mean(hidden, attention_mask.bool())
+        first = hidden[:, 0]
+        return torch.tanh(self.dense(first)) if self.dense is not None else first
+
+
+def _max_positions(config) -> int:
+    # RoBERTa reserves padding_idx + 1 position ids
+    positions = getattr(config, "max_position_embeddings", 512)
+    offset = getattr(config, "pad_token_id", 0) + 1 if getattr(config, "model_type", "") in ("roberta", "xlm-roberta") else 0
+    return max(8, positions - offset)
+

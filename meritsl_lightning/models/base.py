@@ -1,0 +1,330 @@
+"""The base LightningModule of every training stage: metrics, logging, optimisation, checkpoint metadata,
+and the frozen-upstream inputs that Stages II and III train on."""
+
+from __future__ import annotations
+
+import json
+import logging
+from abc import abstractmethod
+from pathlib import Path
+from collections.abc import Iterator
+from typing import Any, Callable, ClassVar
+
+import torch
+from lightning.pytorch import LightningModule
+from torch import nn
+from torchmetrics import ConfusionMatrix, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from meritsl_lightning.data_modules.base import ERCDataModule, SplitData
+from meritsl_lightning.data_modules.batching import IGNORE_INDEX, pad_conversations
+from meritsl_lightning.encoders.cache import EmbeddingCache
+from meritsl_lightning.models.checkpoints import CheckpointMismatch, StageCheckpoint
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = 1
+SPLIT_PREFIX = {"train": "train", "validation": "val", "test": "test"}
+STAGE_SPLITS = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",)}
+
+
+def _metric_collection(num_classes: int) -> MetricCollection:
+    return MetricCollection(
+        {
+            "weighted_f1": MulticlassF1Score(num_classes, average="weighted"),
+            "accuracy": MulticlassAccuracy(num_classes, average="micro"),
+            "macro_f1": MulticlassF1Score(num_classes, average="macro"),
+        }
+    )
+
+
+class BaseStageModule(LightningModule):
+    """Shared training logic; a stage fills in ``configure_models`` and ``logits``.
+
+    Subclasses declare ``stage`` (stage1/stage2/stage3/...), ``modality`` (text/audio/multimodal) and the
+    ``input_level`` of their batches (utterance or conversation).
+    """
+
+    stage: ClassVar[str]
+    modality: ClassVar[str]
+    input_level: ClassVar[str]
+    monitor: ClassVar[str] = "val/weighted_f1"
+    mode: ClassVar[str] = "max"
+
+    def __init__(
+        self,
+        label_names: list[str] | None = None,
+        lr: float = 1e-4,
+        weight_decay: float = 0.01,
+        warmup_ratio: float = 0.0,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        if not label_names:
+            raise ValueError(
+                f"{type(self).__name__} needs label_names; the CLI links them from the data module "
+                "(data.label_names), in Python pass label_names=datamodule.label_names"
+            )
+        self.save_hyperparameters()
+        self.label_names = list(label_names)
+        self.num_classes = len(self.label_names)
+        self.cache = EmbeddingCache(cache_dir)
+        self._inputs: dict[str, Any] = {}  # split -> frozen-upstream tensors (never part of the state dict)
+        self._device_inputs: dict[str, Any] = {}
+        self._frozen_models: dict[str, BaseStageModule] = {}  # a plain dict: never saved with this model
+        self.configure_models()
+        self.configure_losses()
+        self.configure_metrics()
+
+    # -- hooks for the stages -------------------------------------------------------------------------------
+    @abstractmethod
+    def configure_models(self) -> None:
+        """Build the trainable network."""
+
+    def configure_losses(self) -> None:
+        self.criterion = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
+
+    def configure_metrics(self) -> None:
+        # keyed by split prefix; "train" cannot be a ModuleDict key (it is nn.Module.train)
+        self.metrics = nn.ModuleDict({f"{p}_": _metric_collection(self.num_classes) for p in SPLIT_PREFIX.values()})
+        self.per_class_f1 = nn.ModuleDict({f"{p}_": MulticlassF1Score(self.num_classes, average=None) for p in ("val", "test")})
+        self.confusion = nn.ModuleDict(
+            {f"{p}_": ConfusionMatrix(task="multiclass", num_classes=self.num_classes) for p in ("val", "test")}
+        )
+
+    @abstractmethod
+    def logits(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Logits [B, C] (utterance batches) or [B, K, C] (conversation batches)."""
+
+    @property
+    @abstractmethod
+    def embedding_dim(self) -> int:
+        """Width of the per-utterance embedding that the next stage consumes."""
+
+    @abstractmethod
+    def compute_embeddings(self, data: SplitData, device: torch.device) -> torch.Tensor:
+        """Per-utterance embeddings [N, embedding_dim] for a split, in ``data.rows`` order (frozen use)."""
+
+    def prepare_split(self, data: SplitData, device: torch.device) -> Any:
+        """Frozen upstream inputs of a split (cached tensors), or None when the stage reads raw batches."""
+        return None
+
+    def on_inputs_ready(self, stage: str) -> None:
+        """Called once the split inputs of ``stage`` are prepared (e.g. to fit input statistics)."""
+
+    def upstream_identity(self) -> str | None:
+        """Identity of the frozen inputs this model was trained on (recorded in its checkpoint)."""
+        return None
+
+    # -- inputs ---------------------------------------------------------------------------------------------
+    @property
+    def extraction_device(self) -> torch.device:
+        return self.trainer.strategy.root_device if self._trainer is not None else self.device
+
+    def setup(self, stage: str) -> None:
+        dm = self.trainer.datamodule
+        if not isinstance(dm, ERCDataModule):
+            raise TypeError(f"{type(self).__name__} needs a meritsl data module (ERCDataModule), got {type(dm).__name__}")
+        if dm.label_names != self.label_names:
+            raise ValueError(
+                f"{type(self).__name__} was built for labels {self.label_names} but the data module "
+                f"({dm.corpus}/{dm.protocol}) has {dm.label_names}"
+            )
+        dm.use_batch_level(self.input_level)  # type: ignore[arg-type]
+        splits = STAGE_SPLITS.get(stage, (dm.predict_split,))
+        for split in splits:
+            if split not in self._inputs:
+                data = dm.split_data(split)
+                self._inputs[split] = self.rank_zero_first(lambda d=data: self.prepare_split(d, self.extraction_device))
+                self._device_inputs.pop(split, None)
+        self.on_inputs_ready(stage)
+
+    def rank_zero_first(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on rank 0 first (it fills the cache), then on the other ranks (cache hits)."""
+        trainer = self.trainer
+        if trainer.world_size == 1:
+            return fn()
+        if not trainer.is_global_zero:
+            trainer.strategy.barrier("meritsl_cache")
+            return fn()
+        result = fn()
+        trainer.strategy.barrier("meritsl_cache")
+        return result
+
+    def split_inputs(self, split: str) -> Any:
+        """The prepared inputs of ``split`` on this module's device (moved once)."""
+        if split not in self._inputs:
+            raise RuntimeError(f"inputs of split {split!r} were not prepared; setup() prepares {sorted(self._inputs)}")
+        if split not in self._device_inputs:
+            self._device_inputs[split] = _to_device(self._inputs[split], self.device)
+        return self._device_inputs[split]
+
+    def frozen(self, checkpoint: StageCheckpoint) -> BaseStageModule:
+        """The frozen model of an earlier-stage checkpoint, loaded on first use and sharing this cache."""
+        if checkpoint.path not in self._frozen_models:
+            model = checkpoint.load_frozen()
+            model.cache = self.cache
+            self._frozen_models[checkpoint.path] = model
+        return self._frozen_models[checkpoint.path]
+
+    def upstream_embeddings(self, checkpoint: StageCheckpoint, data: SplitData, device: torch.device) -> torch.Tensor:
+        """Per-utterance embeddings of a frozen earlier stage for a split, from the cache or computed once."""
+        key = {"kind": f"{checkpoint.stage}_{checkpoint.modality}", "model": checkpoint.identity, **data.cache_key()}
+        return self.cache.get_or_compute(key, lambda: frozen_embeddings(self.frozen(checkpoint), data, device))
+
+    # -- steps ----------------------------------------------------------------------------------------------
+    def _flat(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.logits(batch)
+        labels = batch["labels"]
+        logits, labels = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)
+        keep = labels != IGNORE_INDEX
+        return logits[keep], labels[keep]
+
+    def _step(self, batch: dict[str, Any], prefix: str) -> torch.Tensor:
+        logits, labels = self._flat(batch)
+        loss = self.criterion(logits.float(), labels)
+        preds = logits.argmax(-1)
+        self.metrics[f"{prefix}_"].update(preds, labels)
+        if f"{prefix}_" in self.per_class_f1:
+            self.per_class_f1[f"{prefix}_"].update(preds, labels)
+            self.confusion[f"{prefix}_"].update(preds, labels)
+        self.log(f"{prefix}/loss", loss, on_step=prefix == "train", on_epoch=True, batch_size=labels.numel(), sync_dist=prefix != "train")
+        return loss
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+        logits = self.logits(batch)
+        probs = logits.float().softmax(-1)
+        utt_ids = batch["utt_ids"]
+        out = []
+        if logits.dim() == 3:
+            for b, ids in enumerate(utt_ids):
+                out += [self._prediction(u, probs[b, k]) for k, u in enumerate(ids)]
+        else:
+            out = [self._prediction(u, probs[i]) for i, u in enumerate(utt_ids)]
+        return out
+
+    def _prediction(self, utt_id: str, probs: torch.Tensor) -> dict[str, Any]:
+        return {
+            "utt_id": utt_id,
+            "label": self.label_names[int(probs.argmax())],
+            "probs": {name: round(float(p), 6) for name, p in zip(self.label_names, probs)},
+        }
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+
+    def _log_epoch(self, prefix: str) -> None:
+        if self.trainer.sanity_checking:
+            self._reset(prefix)
+            return
+        values = self.metrics[f"{prefix}_"].compute()
+        self.log_dict({f"{prefix}/{k}": v for k, v in values.items()})
+        if f"{prefix}_" in self.per_class_f1:
+            per_class = self.per_class_f1[f"{prefix}_"].compute()
+            self.log_dict({f"{prefix}/f1_{name}": v for name, v in zip(self.label_names, per_class)})
+            confusion = self.confusion[f"{prefix}_"].compute().tolist()
+            self._write_confusion(prefix, confusion)
+        self._reset(prefix)
+
+    def _reset(self, prefix: str) -> None:
+        self.metrics[f"{prefix}_"].reset()
+        if f"{prefix}_" in self.per_class_f1:
+            self.per_class_f1[f"{prefix}_"].reset()
+            self.confusion[f"{prefix}_"].reset()
+
+    def _write_confusion(self, prefix: str, confusion: list[list[int]]) -> None:
+        log_dir = self.trainer.log_dir
+        if not self.trainer.is_global_zero or log_dir is None:
+            return
+        path = Path(log_dir) / f"{prefix}_confusion_matrix.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"labels": self.label_names, "rows_true_cols_pred": confusion, "epoch": self.current_epoch}, indent=1))
+
+    # -- optimisation ---------------------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.parameters() if p.requires_grad]
+        decay = [p for p in params if p.dim() >= 2]
+        no_decay = [p for p in params if p.dim() < 2]
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.hparams.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=self.hparams.lr,
+        )
+        if not self.hparams.warmup_ratio:
+            return optimizer
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = max(1, int(total * self.hparams.warmup_ratio))
+
+        def schedule(step: int) -> float:  # linear warm-up, then linear decay to 0
+            if step < warmup:
+                return (step + 1) / warmup
+            return max(0.0, (total - step) / max(1, total - warmup))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # -- checkpoints ----------------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        cls = type(self)
+        checkpoint["meritsl"] = {
+            "format": CHECKPOINT_FORMAT,
+            "stage": self.stage,
+            "modality": self.modality,
+            "class_path": f"{cls.__module__}.{cls.__qualname__}",
+            "label_names": self.label_names,
+            "embedding_dim": self.embedding_dim,
+            "upstream_identity": self.upstream_identity(),
+        }
+
+
+def _to_device(value: Any, device: torch.device) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_to_device(v, device) for v in value)
+    return value
+
+
+def conversation_batches(
+    conversations: list[list[int]], batch_size: int, device: torch.device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[list[int]]]]:
+    """Padded row ``index`` [B, K] and ``mask`` [B, K] for consecutive groups of conversations."""
+    for start in range(0, len(conversations), batch_size):
+        convs = conversations[start : start + batch_size]
+        index, mask = pad_conversations(convs)
+        yield index.to(device), mask.to(device), convs
+
+
+def frozen_embeddings(model: BaseStageModule, data: SplitData, device: torch.device) -> torch.Tensor:
+    """Run a frozen stage model over a split on ``device``; CPU float embeddings [N, D]."""
+    model.to(device).eval()
+    try:
+        return model.compute_embeddings(data, device).float().cpu()
+    finally:
+        model.cpu()
+
+
+def check_upstream_unchanged(checkpoint: dict[str, Any], upstreams: list[StageCheckpoint]) -> None:
+    """Refuse a checkpoint whose earlier-stage files changed since it was trained (its inputs would differ)."""
+    recorded = (checkpoint.get("meritsl") or {}).get("upstream_identity")
+    if recorded is None:
+        return
+    if recorded != "|".join(u.identity for u in upstreams):
+        raise CheckpointMismatch(
+            f"the earlier-stage checkpoint(s) {', '.join(u.path for u in upstreams)} changed since this "
+            f"{checkpoint['meritsl']['stage']} checkpoint was trained on them; retrain it or restore the original files"
+        )

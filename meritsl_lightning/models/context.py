@@ -1,0 +1,90 @@
+"""Stage II: conversation context per modality (paper Sec. III, Stage II).
+
+A Bi-GRU and multi-head self-attention over the frozen Stage I embeddings of a conversation's utterances,
+with a linear classifier per utterance. Its contextual vectors are what Stage III fuses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from meritsl_lightning.data_modules.base import SplitData
+from meritsl_lightning.models.base import BaseStageModule, check_upstream_unchanged, conversation_batches
+from meritsl_lightning.models.checkpoints import read_stage_checkpoint
+from meritsl_lightning.nn.context_encoder import ContextEncoder
+
+
+class ContextModule(BaseStageModule):
+    """Stage II over a frozen Stage I checkpoint (text or speech; the checkpoint decides the modality)."""
+
+    stage = "stage2"
+    input_level = "conversation"
+
+    def __init__(
+        self,
+        stage1_checkpoint: str,
+        hidden_size: int = 512,
+        num_layers: int = 1,
+        num_heads: int = 4,
+        dropout: float = 0.3,
+        embedding_batch_size: int = 32,
+        label_names: list[str] | None = None,
+        lr: float = 1e-4,
+        weight_decay: float = 0.01,
+        warmup_ratio: float = 0.0,
+        cache_dir: str | None = None,
+    ) -> None:
+        self.upstream = read_stage_checkpoint(
+            stage1_checkpoint, role="stage1_checkpoint", stages=("stage1",), label_names=label_names
+        )
+        super().__init__(label_names, lr, weight_decay, warmup_ratio, cache_dir)
+        self.hparams["stage1_checkpoint"] = self.upstream.path  # absolute, so the run can move directories
+
+    @property
+    def modality(self) -> str:  # type: ignore[override]
+        return self.upstream.modality
+
+    def configure_models(self) -> None:
+        self.context = ContextEncoder(
+            self.upstream.embedding_dim,
+            hidden_size=self.hparams.hidden_size,
+            num_layers=self.hparams.num_layers,
+            num_heads=self.hparams.num_heads,
+            dropout=self.hparams.dropout,
+        )
+        self.dropout = nn.Dropout(self.hparams.dropout)
+        self.classifier = nn.Linear(self.context.output_dim, self.num_classes)
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.context.output_dim
+
+    def upstream_identity(self) -> str:
+        return self.upstream.identity
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        check_upstream_unchanged(checkpoint, [self.upstream])
+
+    def prepare_split(self, data: SplitData, device: torch.device) -> torch.Tensor:
+        return self.upstream_embeddings(self.upstream, data, device)
+
+    def contextual(self, embeddings: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        return self.context(embeddings[batch["index"]], batch["mask"])
+
+    def logits(self, batch: dict[str, Any]) -> torch.Tensor:
+        hidden = self.contextual(self.split_inputs(batch["split"]), batch)
+        return self.classifier(self.dropout(hidden))
+
+    @torch.inference_mode()
+    def compute_embeddings(self, data: SplitData, device: torch.device) -> torch.Tensor:
+        upstream = self.upstream_embeddings(self.upstream, data, device).to(device)
+        out = torch.zeros(len(data.rows), self.embedding_dim)
+        for index, mask, convs in conversation_batches(data.conversations, self.hparams.embedding_batch_size, device):
+            hidden = self.context(upstream[index], mask).float().cpu()
+            for b, conv in enumerate(convs):
+                out[conv] = hidden[b, : len(conv)]
+        return out
+

@@ -1,0 +1,166 @@
+"""Stage I: utterance-level models, one per modality (paper Sec. III, Stage I).
+
+- ``TextUtteranceModule``: a Hugging Face text encoder fully fine-tuned as an utterance classifier.
+- ``SpeechUtteranceModule``: a light head over time-pooled features of a frozen speech encoder.
+Their penultimate vectors are the utterance embeddings that Stage II consumes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from meritsl_lightning.data_modules.base import SplitData
+from meritsl_lightning.encoders.speech import SpeechEncoder, build_speech_encoder, extract_features
+from meritsl_lightning.encoders.text import TextEncoder, TextPooling
+from meritsl_lightning.models.base import BaseStageModule
+from meritsl_lightning.nn.heads import SpeechUtteranceHead
+
+
+class TextUtteranceModule(BaseStageModule):
+    """Stage I text: transformer + pooling + dropout + linear classifier, fine-tuned end to end."""
+
+    stage = "stage1"
+    modality = "text"
+    input_level = "utterance"
+
+    def __init__(
+        self,
+        model_name_or_path: str = "roberta-large",
+        pooling: TextPooling = "cls_dense_tanh",
+        max_length: int = 128,
+        dropout: float = 0.1,
+        embedding_batch_size: int = 64,
+        label_names: list[str] | None = None,
+        lr: float = 2e-5,
+        weight_decay: float = 0.01,
+        warmup_ratio: float = 0.06,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__(label_names, lr, weight_decay, warmup_ratio, cache_dir)
+
+    def configure_models(self) -> None:
+        self.encoder = TextEncoder(self.hparams.model_name_or_path, self.hparams.pooling, self.hparams.max_length)
+        self.dropout = nn.Dropout(self.hparams.dropout)
+        self.classifier = nn.Linear(self.encoder.output_dim, self.num_classes)
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.encoder.output_dim
+
+    def embed_texts(self, texts: list[str]) -> torch.Tensor:
+        return self.encoder(**self.encoder.tokenize(texts, self.device))
+
+    def logits(self, batch: dict[str, Any]) -> torch.Tensor:
+        return self.classifier(self.dropout(self.embed_texts(batch["texts"])))
+
+    @torch.inference_mode()
+    def compute_embeddings(self, data: SplitData, device: torch.device) -> torch.Tensor:
+        texts = [u.text for u in data.rows]
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = torch.zeros(len(texts), self.embedding_dim)
+        step = self.hparams.embedding_batch_size
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            for start in range(0, len(order), step):
+                idx = order[start : start + step]
+                out[idx] = self.embed_texts([texts[i] for i in idx]).float().cpu()
+        return out
+
+
+class SpeechUtteranceModule(BaseStageModule):
+    """Stage I speech: the CARE-style downstream head over a frozen speech encoder's pooled layer features.
+
+    The encoder runs once per split; its features are cached on disk and standardised with training-set
+    statistics.
+    """
+
+    stage = "stage1"
+    modality = "audio"
+    input_level = "utterance"
+
+    def __init__(
+        self,
+        speech_encoder: str = "filterbank",
+        encoder_options: dict[str, Any] | None = None,
+        projection_dim: int = 768,
+        embedding_dim: int = 1024,
+        dropout: float = 0.2,
+        activation: str = "none",
+        extraction_batch_seconds: float = 64.0,
+        label_names: list[str] | None = None,
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+        warmup_ratio: float = 0.0,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__(label_names, lr, weight_decay, warmup_ratio, cache_dir)
+
+    def configure_models(self) -> None:
+        encoder = build_speech_encoder(self.hparams.speech_encoder, **(self.hparams.encoder_options or {}))
+        encoder.eval().requires_grad_(False)
+        self._frozen = {"encoder": encoder}  # a plain dict: frozen, never saved in this checkpoint
+        self.head = SpeechUtteranceHead(
+            encoder.num_layers,
+            encoder.feature_dim,
+            self.num_classes,
+            projection_dim=self.hparams.projection_dim,
+            embedding_dim=self.hparams.embedding_dim,
+            dropout=self.hparams.dropout,
+            activation_name=self.hparams.activation,
+        )
+
+    @property
+    def speech_encoder(self) -> SpeechEncoder:
+        return self._frozen["encoder"]
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.head.embedding_dim
+
+    def upstream_identity(self) -> str:
+        return self.speech_encoder.identity()
+
+    def encoder_features(self, data: SplitData, device: torch.device) -> torch.Tensor:
+        """Frozen speech-encoder features [N, L, D] of a split (cached)."""
+        key = {
+            "kind": "speech_encoder",
+            "model": self.speech_encoder.identity(),
+            **data.cache_key(),
+        }
+
+        def compute() -> torch.Tensor:
+            missing = [u.utt_id for u in data.rows if not u.audio_path]
+            if missing:
+                raise ValueError(
+                    f"{data.corpus}/{data.split}: {len(missing)} utterances have no audio (e.g. {missing[:3]}); "
+                    "a speech stage needs a manifest with audio (not --text-only)"
+                )
+            encoder = self.speech_encoder.to(device)
+            try:
+                # manifest start/end are times in the conversation; each row's file holds just that utterance
+                items = [(u.audio_path, None, None) for u in data.rows]
+                return extract_features(
+                    encoder, items, device=device, max_batch_seconds=self.hparams.extraction_batch_seconds
+                ).float()
+            finally:
+                encoder.cpu()
+
+        return self.cache.get_or_compute(key, compute)
+
+    def prepare_split(self, data: SplitData, device: torch.device) -> torch.Tensor:
+        return self.encoder_features(data, device)
+
+    def on_inputs_ready(self, stage: str) -> None:
+        if stage == "fit":
+            self.head.set_feature_stats(self._inputs["train"])
+
+    def logits(self, batch: dict[str, Any]) -> torch.Tensor:
+        features = self.split_inputs(batch["split"])[batch["index"]]
+        return self.head(features)[0]
+
+    @torch.inference_mode()
+    def compute_embeddings(self, data: SplitData, device: torch.device) -> torch.Tensor:
+        features = self.encoder_features(data, device)
+        return torch.cat([self.head.embedding(chunk.to(device)).float().cpu() for chunk in features.split(1024)])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -64,15 +65,26 @@ class MeritslCLI(LightningCLI):
         )
 
     def after_fit(self) -> None:
-        if not self.config[self.subcommand].get("test_after_fit"):
-            return
-        if "test" not in self.datamodule.split_names():
-            return
         best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
+        if best and self.trainer.is_global_zero and self.trainer.log_dir:
+            link_latest_best(Path(best), Path(self.trainer.log_dir).parent / "best.ckpt")
+        if not self.config[self.subcommand].get("test_after_fit") or "test" not in self.datamodule.split_names():
+            return
         self.test_results = self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
         if self.trainer.is_global_zero and self.trainer.log_dir:
             summary = {"best_checkpoint": best, "test": self.test_results[0] if self.test_results else {}}
             Path(self.trainer.log_dir, "test_metrics.json").write_text(json.dumps(summary, indent=1))
+
+
+def link_latest_best(best: Path, link: Path) -> None:
+    """Point ``<logger dir>/best.ckpt`` at this run's best checkpoint, so the next stage's config finds it.
+
+    Earlier runs keep their own versioned folders; only this pointer moves.
+    """
+    tmp = link.with_name(f".{link.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(os.path.relpath(best.resolve(), link.parent.resolve()))
+    os.replace(tmp, link)
 
 
 def _run_pipeline(name: str, argv: list[str]) -> int:

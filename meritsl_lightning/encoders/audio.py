@@ -126,4 +126,3 @@ def _read_pyav(path: Path, start: float | None, end: float | None) -> tuple[torc
     first = int(round(start * rate)) if start is not None else 0
     stop = int(round(end * rate)) if end is not None else data.shape[1]
     return data[:, first:stop], rate
-

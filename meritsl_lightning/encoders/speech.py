@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import math
 import os
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,7 +24,13 @@ import torchaudio.functional as AF
 from torch import nn
 from tqdm.auto import tqdm
 
-from meritsl_lightning.encoders.audio import DEFAULT_SAMPLE_RATE, AudioError, audio_duration, crop_center, load_audio
+from meritsl_lightning.encoders.audio import (
+    DEFAULT_SAMPLE_RATE,
+    AudioError,
+    audio_duration,
+    crop_center,
+    load_audio,
+)
 
 # Files whose bytes define a local Hugging Face model's behaviour (hashed into its identity).
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
@@ -213,11 +220,14 @@ class HFSpeechEncoder(SpeechEncoder):
 
     def _pooled_states(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         frames = self.model._get_feat_extract_output_lengths(mask.sum(-1)).clamp(min=1)
-        out = self.model(
-            values,
-            attention_mask=mask if self.use_attention_mask else None,
-            output_hidden_states=True,
-        )
+        with warnings.catch_warnings():
+            # WavLM passes a bool padding mask beside a float position bias; torch flags that, harmlessly.
+            warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask")
+            out = self.model(
+                values,
+                attention_mask=mask if self.use_attention_mask else None,
+                output_hidden_states=True,
+            )
         states = out.hidden_states
         valid = torch.arange(states[0].shape[1], device=values.device)[None, :] < frames[:, None]
         weights = (valid.float() / frames[:, None].float()).unsqueeze(-1)  # [B, T, 1]
@@ -284,7 +294,9 @@ def extract_features(
 class _AudioRef:
     """Where one item's audio lives, and a name for error messages."""
 
-    def __init__(self, path: str | os.PathLike | None, start: float | None, end: float | None, name: str) -> None:
+    def __init__(
+        self, path: str | os.PathLike | None, start: float | None, end: float | None, name: str
+    ) -> None:
         self.path, self.start, self.end, self.name = path, start, end, name
 
     @classmethod
@@ -295,13 +307,17 @@ class _AudioRef:
             path, start, end = item
             return cls(path, start, end, f"#{index} ({path})")
         name = getattr(item, "utt_id", None) or f"#{index}"
-        return cls(getattr(item, "audio_path", None), getattr(item, "start", None), getattr(item, "end", None), name)
+        return cls(
+            getattr(item, "audio_path", None), getattr(item, "start", None), getattr(item, "end", None), name
+        )
 
     def load(self, sample_rate: int, max_seconds: float | None) -> torch.Tensor:
         if not self.path:
             raise AudioError(f"item {self.name}: no audio path")
         try:
-            return load_audio(self.path, self.start, self.end, sample_rate=sample_rate, max_seconds=max_seconds)
+            return load_audio(
+                self.path, self.start, self.end, sample_rate=sample_rate, max_seconds=max_seconds
+            )
         except AudioError as e:
             raise AudioError(f"item {self.name}: {e}") from e
 
@@ -354,7 +370,9 @@ def _select_layers(layers: str | Sequence[int], available: int, source: str) -> 
     chosen = [int(i) for i in layers]
     bad = [i for i in chosen if not -available <= i < available]
     if bad or not chosen:
-        raise ValueError(f"{source!r} has hidden states 0..{available - 1}; cannot select layers {list(layers)}")
+        raise ValueError(
+            f"{source!r} has hidden states 0..{available - 1}; cannot select layers {list(layers)}"
+        )
     return [i % available for i in chosen]
 
 
@@ -378,7 +396,9 @@ def _load_feature_extractor(source: str, revision: str | None) -> Any | None:
 def _hash_model_folder(folder: Path) -> str:
     digest = hashlib.sha256()
     files = sorted(
-        p for p in folder.iterdir() if p.is_file() and (p.suffix in _WEIGHT_SUFFIXES or p.name in _SETTINGS_FILES)
+        p
+        for p in folder.iterdir()
+        if p.is_file() and (p.suffix in _WEIGHT_SUFFIXES or p.name in _SETTINGS_FILES)
     )
     for path in files:
         digest.update(path.name.encode() + b"\0")

@@ -71,7 +71,7 @@ def test_protocol_label_orders() -> None:
 def test_excluded_by_protocol_are_counted_not_defects(tmp_path: Path) -> None:
     dialogues = default_dialogues()
     # An excluded turn is not checked further: its missing wav is no defect.
-    find_turn(dialogues, "Ses01F_impro01_M001").wav = False  # code xxx
+    find_turn(dialogues, "Ses01F_impro01_F001").wav = False  # code xxx
     write_iemocap(tmp_path, dialogues)
     result = parse_iemocap(tmp_path)
     assert result.defects == []
@@ -295,9 +295,10 @@ def test_missing_transcription_file_reports_each_kept_turn(tmp_path: Path) -> No
 
 def test_transcription_file_without_label_file(tmp_path: Path) -> None:
     corpus = _write(tmp_path)
-    emo_path(corpus, KEPT_DIALOGUE).unlink()
-    with pytest.raises(CorpusProblem, match="transcription turns without labels"):
+    emo_path(corpus, "Ses03F_script02_2").unlink()
+    with pytest.raises(CorpusProblem, match="transcription turns without labels") as info:
         parse_iemocap(tmp_path)
+    assert str(transcript_path(corpus, "Ses03F_script02_2").resolve()) in str(info.value)
 
 
 def _nan_wav(corpus: Path) -> Path:

@@ -14,7 +14,13 @@ import torchaudio.functional as AF
 
 from meritsl_lightning.encoders.audio import AudioError, audio_duration, crop_center, load_audio
 
-needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="the ffmpeg CLI makes the MP4 fixtures")
+needs_ffmpeg = pytest.mark.skipif(
+    shutil.which("ffmpeg") is None, reason="the ffmpeg CLI makes the MP4 fixtures"
+)
+
+
+def ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
 
 
 def sine(seconds: float, rate: int, freq: float = 220.0, amplitude: float = 0.5) -> np.ndarray:
@@ -73,9 +79,7 @@ def test_aac_in_mp4_decodes_through_pyav(tmp_path: Path, suffix: str) -> None:
     wav = tmp_path / "src.wav"
     sf.write(wav, np.stack([sine(2.0, 44100, 440.0)] * 2, axis=1), 44100)
     out = tmp_path / f"clip{suffix}"
-    subprocess.run(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-i", str(wav), "-c:a", "aac", str(out)], check=True
-    )
+    ffmpeg("-i", str(wav), "-c:a", "aac", str(out))
     wave = load_audio(out)
     assert abs(wave.shape[0] - 32000) <= 800  # AAC priming adds 20-30 ms
     assert 0.2 < wave.abs().max() < 0.7
@@ -117,11 +121,7 @@ def test_corrupt_file_is_named(tmp_path: Path) -> None:
 @needs_ffmpeg
 def test_truncated_mp4_is_named(tmp_path: Path) -> None:
     good = tmp_path / "good.mp4"
-    subprocess.run(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "sine=frequency=300:duration=1",
-         "-c:a", "aac", str(good)],
-        check=True,
-    )
+    ffmpeg("-f", "lavfi", "-i", "sine=frequency=300:duration=1", "-c:a", "aac", str(good))
     bad = tmp_path / "dia1_utt2.mp4"
     bad.write_bytes(good.read_bytes()[:2000])
     with pytest.raises(AudioError, match="dia1_utt2.mp4"):

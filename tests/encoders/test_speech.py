@@ -103,7 +103,9 @@ def test_hf_layer_selection_and_crop(wavlm_dir: Path, wavlm: HFSpeechEncoder) ->
         HFSpeechEncoder(wavlm_dir, layers=[7])
 
 
-def test_hf_identity_tracks_weights_and_options(tmp_path: Path, wavlm_dir: Path, wavlm: HFSpeechEncoder) -> None:
+def test_hf_identity_tracks_weights_and_options(
+    tmp_path: Path, wavlm_dir: Path, wavlm: HFSpeechEncoder
+) -> None:
     assert wavlm.identity() == HFSpeechEncoder(wavlm_dir).identity()
     other = build_tiny_wavlm(tmp_path / "other", seed=1)
     assert HFSpeechEncoder(other).identity() != wavlm.identity()

@@ -1,0 +1,122 @@
+"""``meritsl demo``: the whole MERITS-L hierarchy on a generated IEMOCAP-layout corpus, offline, on CPU.
+
+Generates the corpus, builds a tiny RoBERTa whose tokenizer is trained on the training transcripts, trains
+and tests the five stage models in order (each stage frozen for the next), prints the test table and writes
+``<out>/summary.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+STAGES = ("stage1_text", "stage1_audio", "stage2_text", "stage2_audio", "stage3")
+UPSTREAM_ARGS = {
+    "stage2_text": {"stage1_checkpoint": "stage1_text"},
+    "stage2_audio": {"stage1_checkpoint": "stage1_audio"},
+    "stage3": {"stage2_text_checkpoint": "stage2_text", "stage2_audio_checkpoint": "stage2_audio"},
+}
+# the claims the demo corpus is built to show: context helps each modality, fusion helps both
+MARGIN = 0.03
+CLAIMS = (
+    ("stage2_text", "stage1_text"),
+    ("stage2_audio", "stage1_audio"),
+    ("stage3", "stage2_text"),
+    ("stage3", "stage2_audio"),
+)
+DEFAULT_CONFIGS = Path(__file__).resolve().parent.parent / "experiments" / "demo"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="meritsl demo", description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="runs/demo", help="folder for the corpus, models, logs and summary.json")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated corpus")
+    p.add_argument("--dialogues-per-session", type=int, default=None, help="corpus size (default: the generator's)")
+    p.add_argument("--configs", default=str(DEFAULT_CONFIGS), help="folder with the five demo stage configs")
+    p.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES, help="stages to run (in order)")
+    p.add_argument("--strict", action="store_true", help=f"exit 1 unless every claim holds by >= {MARGIN}")
+    p.add_argument("overrides", nargs="*", help="extra CLI overrides for every stage, e.g. --trainer.accelerator=cuda")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    overrides = [*args.overrides, *extra]
+    out = Path(args.out).resolve()
+    os.environ["MERITSL_DEMO_DIR"] = str(out)  # the demo configs interpolate it
+    started = time.perf_counter()
+
+    corpus = prepare_inputs(out, args.seed, args.dialogues_per_session)
+    print(f"[demo] corpus {corpus} ready ({time.perf_counter() - started:.0f} s)", flush=True)
+
+    summary_path = out / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    checkpoints = {stage: entry.get("checkpoint") for stage, entry in summary.items()}
+    for stage in args.stages:
+        t0 = time.perf_counter()
+        stage_args = [f"--model.init_args.{k}={checkpoints[v]}" for k, v in UPSTREAM_ARGS.get(stage, {}).items()]
+        test, best = fit_and_test(Path(args.configs) / f"{stage}.yaml", [*stage_args, *overrides])
+        checkpoints[stage] = best
+        summary[stage] = {
+            "test": {"weighted_f1": test["test/weighted_f1"], "accuracy": test["test/accuracy"]},
+            "checkpoint": best,
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+        summary_path.write_text(json.dumps(summary, indent=1))
+    print(format_table(summary))
+    print(f"[demo] total {time.perf_counter() - started:.0f} s; summary written to {summary_path}")
+    failed = [c for c in check_claims(summary) if not c[2]]
+    for better, worse, ok, margin in check_claims(summary):
+        print(f"[demo] {better} - {worse} = {margin:+.3f} ({'ok' if ok else f'below the {MARGIN} target'})")
+    return 1 if args.strict and failed else 0
+
+
+def prepare_inputs(out: Path, seed: int, dialogues_per_session: int | None) -> Path:
+    """Generate the corpus and the tiny RoBERTa (both idempotent); return the corpus folder."""
+    from meritsl_lightning.data_modules.generated import generate_iemocap
+    from meritsl_lightning.data_modules.iemocap_parser import parse_iemocap
+    from meritsl_lightning.tiny_models import build_tiny_roberta
+
+    options = {"seed": seed}
+    if dialogues_per_session is not None:
+        options["dialogues_per_session"] = dialogues_per_session
+    corpus = Path(generate_iemocap(out / "data", **options))
+    texts = [u.text for u in parse_iemocap(corpus).utterances if u.split == "train"]
+    build_tiny_roberta(out / "models" / "roberta", texts)
+    return corpus
+
+
+def fit_and_test(config: Path, overrides: list[str]) -> tuple[dict[str, float], str]:
+    """``meritsl fit --config config`` (which tests the best-validation checkpoint); its test metrics."""
+    from meritsl_lightning.cli import MeritslCLI
+
+    cli = MeritslCLI(args=["fit", "--config", str(config), *overrides])
+    if not cli.test_results:
+        raise RuntimeError(f"{config}: the fit produced no test metrics")
+    return cli.test_results[0], cli.trainer.checkpoint_callback.best_model_path
+
+
+def check_claims(summary: dict) -> list[tuple[str, str, bool, float]]:
+    rows = []
+    for better, worse in CLAIMS:
+        if better in summary and worse in summary:
+            margin = summary[better]["test"]["weighted_f1"] - summary[worse]["test"]["weighted_f1"]
+            rows.append((better, worse, margin >= MARGIN, margin))
+    return rows
+
+
+def format_table(summary: dict) -> str:
+    lines = ["", f"{'stage':<14} {'test weighted F1':>17} {'test accuracy':>14} {'seconds':>8}"]
+    for stage in STAGES:
+        if stage in summary:
+            t = summary[stage]["test"]
+            lines.append(f"{stage:<14} {t['weighted_f1']:>17.4f} {t['accuracy']:>14.4f} {summary[stage].get('seconds', 0):>8.0f}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -47,15 +47,21 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     for name, entry in CORPORA.items():
         sub = corpora.add_parser(name, help=entry.help, description=f"Prepare {name}: {entry.help}.")
         sub.add_argument("--root", type=Path, required=True, help="the corpus folder as distributed")
-        sub.add_argument("--out", type=Path, required=True, help=f"output folder for {MANIFEST_NAME} and {REPORT_NAME}")
-        sub.add_argument("--protocol", choices=entry.protocols, default=entry.default_protocol, help="label protocol")
+        sub.add_argument(
+            "--out", type=Path, required=True, help=f"output folder for {MANIFEST_NAME} and {REPORT_NAME}"
+        )
+        sub.add_argument(
+            "--protocol", choices=entry.protocols, default=entry.default_protocol, help="label protocol"
+        )
         sub.add_argument(
             "--on-error",
             choices=("fail", "skip"),
             default="fail",
             help="stop at the first bad item (fail) or leave bad items out and list them in the report (skip)",
         )
-        sub.add_argument("--deep", action="store_true", help="decode every audio file fully (default: header check)")
+        sub.add_argument(
+            "--deep", action="store_true", help="decode every audio file fully (default: header check)"
+        )
     parser.set_defaults(func=run_prepare)
     return parser
 
@@ -82,7 +88,9 @@ def _summary(report: dict[str, Any]) -> list[str]:
     lines = [f"{report['corpus']} ({report['protocol']}): {total} utterances"]
     for split, s in splits.items():
         labels = " ".join(f"{k}={v}" for k, v in s["labels"].items())
-        lines.append(f"  {split:<10} {s['utterances']:>6} utterances {s['conversations']:>4} conversations  {labels}")
+        lines.append(
+            f"  {split:<10} {s['utterances']:>6} utterances {s['conversations']:>4} conversations  {labels}"
+        )
     excluded = report.get("excluded_by_protocol")
     if excluded:
         lines.append("  excluded by protocol: " + " ".join(f"{k}={v}" for k, v in excluded.items()))
@@ -125,7 +133,9 @@ def run_prepare(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         _write_json(report, out / REPORT_NAME)
         if not result.utterances:
-            return _fatal(f"no utterances left from {args.root}; the {len(result.defects)} defects are in {out / REPORT_NAME}")
+            return _fatal(
+                f"no utterances left from {args.root}; the {len(result.defects)} defects are in {out / REPORT_NAME}"
+            )
         write_manifest(result.utterances, out / MANIFEST_NAME)
     except OSError as e:
         return _fatal(f"cannot write to {out}: {e}")

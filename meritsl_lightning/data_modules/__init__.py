@@ -1,6 +1,22 @@
-"""Corpora as data modules (one file per corpus), the manifest schema and the shared base."""
+"""Corpora as data modules (one file per corpus), the manifest schema and the shared base.
 
-from meritsl_lightning.data_modules.base import ERCDataModule, SplitData
-from meritsl_lightning.data_modules.iemocap import IEMOCAPDataModule
+Re-exports are lazy so that parsers (``meritsl prepare``) load without importing Lightning.
+"""
 
-__all__ = ["ERCDataModule", "IEMOCAPDataModule", "SplitData"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ERCDataModule": "meritsl_lightning.data_modules.base",
+    "SplitData": "meritsl_lightning.data_modules.base",
+    "IEMOCAPDataModule": "meritsl_lightning.data_modules.iemocap",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -165,11 +165,11 @@ def _txt_files(folder: Path) -> dict[str, Path]:
     }
 
 
-def _speaker(turn: str, session: int) -> str:
+def _speaker(turn: str, session: int) -> str | None:
     # The speaker is the last F/M of the turn name (the letter after SesNN is the mocap actor);
     # prefixed by the session so that the 10 actors get 10 distinct ids.
     letters = [c for c in turn if c in "FM"]
-    return f"Ses{session:02d}_{letters[-1]}"
+    return f"Ses{session:02d}_{letters[-1]}" if letters else None
 
 
 class _IemocapParser:
@@ -225,20 +225,29 @@ class _IemocapParser:
                 item = token.group(0) if token else f"{dialog} line {lineno}"
                 mentioned.add(item)
                 self.defects.add(
-                    item, path, f"malformed EmoEvaluation line: expected {_EMO_FORMAT}, found {line[:120]!r}", lineno
+                    item,
+                    path,
+                    f"malformed EmoEvaluation line: expected {_EMO_FORMAT}, found {line[:120]!r}",
+                    lineno,
                 )
                 continue
             start, end, turn, code = m.group(1), m.group(2), m.group(3), m.group(4)
             mentioned.add(turn)
             if code not in IEMOCAP_CODES:
                 self.defects.add(
-                    turn, path, f"unknown emotion code {code!r}: expected one of {' '.join(IEMOCAP_CODES)}", lineno
+                    turn,
+                    path,
+                    f"unknown emotion code {code!r}: expected one of {' '.join(IEMOCAP_CODES)}",
+                    lineno,
                 )
                 continue
             first = self.labelled.get(turn)
             if first is not None:
                 self.defects.add(
-                    turn, path, f"duplicate turn id: already labelled at {first.file}:{first.line}; the first is kept", lineno
+                    turn,
+                    path,
+                    f"duplicate turn id: already labelled at {first.file}:{first.line}; the first is kept",
+                    lineno,
                 )
                 continue
             entry = _LabelLine(turn, code, float(start), float(end), path, lineno)
@@ -258,7 +267,10 @@ class _IemocapParser:
             first = found.get(turn)
             if first is not None:
                 self.defects.add(
-                    turn, path, f"duplicate turn id in transcription: first at line {first.line}; the first is kept", lineno
+                    turn,
+                    path,
+                    f"duplicate turn id in transcription: first at line {first.line}; the first is kept",
+                    lineno,
                 )
                 continue
             found[turn] = _TranscriptLine(text, path, lineno)
@@ -271,7 +283,10 @@ class _IemocapParser:
         for turn, t in transcripts.items():
             if turn not in mentioned:
                 self.defects.add(
-                    turn, tr_path, f"transcription turn without a label: expected a line for it in {emo_path}", t.line
+                    turn,
+                    tr_path,
+                    f"transcription turn without a label: expected a line for it in {emo_path}",
+                    t.line,
                 )
         split = DEFAULT_SESSION_SPLITS[session]
         rows: list[Utterance] = []
@@ -310,7 +325,12 @@ class _IemocapParser:
             )
             return None
         if not transcript.text:
-            self.defects.add(entry.turn, transcript.file, "empty transcript: expected the turn's words after ':'", transcript.line)
+            self.defects.add(
+                entry.turn,
+                transcript.file,
+                "empty transcript: expected the turn's words after ':'",
+                transcript.line,
+            )
             return None
         wav = self.corpus / f"Session{session}" / "sentences" / "wav" / dialog / f"{entry.turn}.wav"
         problem = check_wav(wav, self.deep)
@@ -338,10 +358,14 @@ def compare_with_published(utterances: list[Utterance], spec: ProtocolSpec, sess
     """Warnings where a full (five-session) copy's counts differ from the published ones."""
     if tuple(sessions) != SESSIONS:
         found = ", ".join(f"Session{n}" for n in sessions)
-        return [f"only {found} found (expected Session1..Session5); counts not compared with the published ones"]
+        return [
+            f"only {found} found (expected Session1..Session5); counts not compared with the published ones"
+        ]
     warnings: list[str] = []
     if len(utterances) != spec.expected_total:
-        warnings.append(f"{spec.name}: {len(utterances)} utterances, the published full-corpus count is {spec.expected_total}")
+        warnings.append(
+            f"{spec.name}: {len(utterances)} utterances, the published full-corpus count is {spec.expected_total}"
+        )
     splits = Counter(u.split for u in utterances)
     for split, n in (spec.expected_splits or {}).items():
         if splits[split] != n:

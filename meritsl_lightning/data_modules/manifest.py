@@ -6,9 +6,10 @@ import hashlib
 import json
 import os
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 SPLITS = ("train", "validation", "test")
 

@@ -80,7 +80,11 @@ def test_excluded_by_protocol_are_counted_not_defects(tmp_path: Path) -> None:
 
 def test_rows_are_in_start_time_order_across_speakers(tmp_path: Path) -> None:
     write_iemocap(tmp_path)
-    rows = [u for u in parse_iemocap(tmp_path, protocol="iemocap6").utterances if u.dialogue_id == "Ses02F_impro02"]
+    rows = [
+        u
+        for u in parse_iemocap(tmp_path, protocol="iemocap6").utterances
+        if u.dialogue_id == "Ses02F_impro02"
+    ]
     ids = [u.utt_id.rsplit("_", 1)[1] for u in rows]
     assert ids == ["M000", "F000", "M001", "F001", "M002"]
     assert ids != sorted(ids)
@@ -243,7 +247,10 @@ CASES = {
     "unknown code": (case_unknown_code, "unknown emotion code 'joy'"),
     "empty transcript": (case_empty_transcript, "empty transcript"),
     "transcription without label": (case_transcription_without_label, "transcription turn without a label"),
-    "label without transcription": (case_label_without_transcription, "labelled turn without a transcription"),
+    "label without transcription": (
+        case_label_without_transcription,
+        "labelled turn without a transcription",
+    ),
     "duplicate turn id": (case_duplicate_turn, "duplicate turn id"),
     "duplicate transcription": (case_duplicate_transcription, "duplicate turn id in transcription"),
 }
@@ -287,7 +294,8 @@ def test_missing_transcription_file_reports_each_kept_turn(tmp_path: Path) -> No
     transcript_path(corpus, KEPT_DIALOGUE).unlink()
     result = parse_iemocap(tmp_path, on_error="skip")
     assert {d.item for d in result.defects} == {
-        u for u in ("Ses02F_impro02_M000", "Ses02F_impro02_F000", "Ses02F_impro02_M001", "Ses02F_impro02_M002")
+        u
+        for u in ("Ses02F_impro02_M000", "Ses02F_impro02_F000", "Ses02F_impro02_M001", "Ses02F_impro02_M002")
     }
     assert all("file not found" in d.problem for d in result.defects)
     assert not any(u.dialogue_id == KEPT_DIALOGUE for u in result.utterances)

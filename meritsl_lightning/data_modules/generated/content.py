@@ -53,10 +53,13 @@ _SLOTS: dict[str, tuple[str, ...]] = {
         "school", "museum", "pharmacy", "bakery", "post office", "parking lot", "gym", "lobby",
         "warehouse", "harbor", "campus", "basement", "hallway",
     ),
-    "time": (
-        "today", "tomorrow", "yesterday", "this morning", "tonight", "on Monday", "on Tuesday",
-        "next week", "last week", "on Friday", "this afternoon", "in the evening", "on Thursday",
-        "after lunch", "before dinner",
+    "past": (
+        "yesterday", "this morning", "last week", "on Monday", "on Tuesday", "last Friday", "after lunch",
+        "two days ago", "earlier today", "last month",
+    ),
+    "future": (
+        "tomorrow", "tonight", "next week", "on Friday", "this afternoon", "in the evening", "on Thursday",
+        "after lunch", "before dinner", "later today",
     ),
     "clock": (
         "at two", "at three thirty", "at nine", "at half past four", "at ten fifteen", "at seven",
@@ -91,25 +94,25 @@ _SLOTS: dict[str, tuple[str, ...]] = {
 _SLOTS["object2"] = _SLOTS["object"]
 
 _NEUTRAL_TEMPLATES: tuple[str, ...] = (
-    "I {verb_past} the {object} {time}.",
-    "Did you {verb} the {object} {time}?",
+    "I {verb_past} the {object} {past}.",
+    "Did you {verb} the {object} {past}?",
     "We should {verb} the {object} before the {event}.",
     "The {object} is in the {place}.",
     "My {person} said the {object} is at the {place}.",
     "The {event} starts {clock}.",
-    "Can you {verb} the {object} for me {time}?",
-    "My {person} is coming over {time}.",
+    "Can you {verb} the {object} for me {future}?",
+    "My {person} is coming over {future}.",
     "The bus to the {place} leaves {clock}.",
     "Let me check the {topic} first.",
-    "I need to go to the {place} {time}.",
+    "I need to go to the {place} {future}.",
     "Where did you put the {object}?",
     "It takes about {number} minutes to get to the {place}.",
-    "We talked about the {topic} {time}.",
+    "We talked about the {topic} {past}.",
     "The {color} {object} belongs to my {person}.",
     "I think the {place} closes {clock}.",
-    "Is the {event} still {time}?",
+    "Is the {event} still {future}?",
     "I will {verb} the {object} after the {event}.",
-    "The {topic} was on the list {time}.",
+    "The {topic} was on the list {past}.",
     "Do we have {number} copies of the {object}?",
     "My {person} works near the {place}.",
     "You can leave the {object} next to the {object2}.",
@@ -117,13 +120,13 @@ _NEUTRAL_TEMPLATES: tuple[str, ...] = (
     "The {place} is on the {ordinal} floor.",
     "Let's meet at the {place} {clock}.",
     "The {object} costs {number} dollars.",
-    "I {verb_past} it for my {person} {time}.",
-    "So the {event} is {time}, right?",
+    "I {verb_past} it for my {person} {past}.",
+    "So the {event} is {future}, right?",
     "They moved the {event} to {day}.",
     "Okay, the {object} goes next to the {object2}.",
     "Then I went to the {place} and {verb_past} the {object}.",
     "The {topic} for next month is on the {color} folder.",
-    "Who is going to {verb} the {object} {time}?",
+    "Who is going to {verb} the {object} {future}?",
     "Well, the {place} has a new {object}.",
     "I asked my {person} about the {topic}.",
     "We need {number} more minutes for the {event}.",
@@ -137,7 +140,7 @@ _EMOTION_TEMPLATES: tuple[str, ...] = (
     "That {event} was {judg}.",
     "You make me feel {adj}.",
     "It is {judg} that my {person} {verb_past} the {object}.",
-    "{excl} The {event} is {time}.",
+    "{excl} The {event} is {future}.",
     "I am {adj}, the whole {topic} is {judg}.",
     "Honestly, the {topic} is {judg}.",
     "I was {adj} when I saw the {object}.",
@@ -149,7 +152,7 @@ _EMOTION_TEMPLATES: tuple[str, ...] = (
     "I feel {adj} and {adj2}.",
     "{phrase} {excl}",
     "Look, the {object} is {judg}, and I am {adj}.",
-    "I have been {adj} since {time}.",
+    "I have been {adj} ever since the {event}.",
     "What a {judg} {event}.",
 )
 
@@ -241,7 +244,8 @@ def emotional_sentence(rng: random.Random, emotion: str) -> str:
     """A sentence whose words carry `emotion` (one of ang, hap, sad)."""
     words = _EMOTION_WORDS[emotion]
     template = rng.choice(_EMOTION_TEMPLATES)
-    slots = {**_SLOTS, **words, "adj2": words["adj"], "neutral": (neutral_sentence(rng),)}
+    adj, adj2 = rng.sample(words["adj"], 2)
+    slots = {**_SLOTS, **words, "adj": (adj,), "adj2": (adj2,), "neutral": (neutral_sentence(rng),)}
     return _fill(rng, template, slots)
 
 

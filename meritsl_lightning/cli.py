@@ -66,14 +66,15 @@ class MeritslCLI(LightningCLI):
 
     def after_fit(self) -> None:
         best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
-        if best and self.trainer.is_global_zero and self.trainer.log_dir:
-            link_latest_best(Path(best), Path(self.trainer.log_dir).parent / "best.ckpt")
+        log_dir = self.trainer.log_dir  # a collective under DDP: every rank must ask
+        if best and self.trainer.is_global_zero and log_dir:
+            link_latest_best(Path(best), Path(log_dir).parent / "best.ckpt")
         if not self.config[self.subcommand].get("test_after_fit") or "test" not in self.datamodule.split_names():
             return
         self.test_results = self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
-        if self.trainer.is_global_zero and self.trainer.log_dir:
+        if self.trainer.is_global_zero and log_dir:
             summary = {"best_checkpoint": best, "test": self.test_results[0] if self.test_results else {}}
-            Path(self.trainer.log_dir, "test_metrics.json").write_text(json.dumps(summary, indent=1))
+            Path(log_dir, "test_metrics.json").write_text(json.dumps(summary, indent=1))
 
 
 def link_latest_best(best: Path, link: Path) -> None:

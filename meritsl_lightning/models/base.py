@@ -233,10 +233,11 @@ class BaseStageModule(LightningModule):
             self._reset(prefix)
             return
         values = self.metrics[f"{prefix}_"].compute()
-        self.log_dict({f"{prefix}/{k}": v for k, v in values.items()})
+        # torchmetrics already synced these across ranks; sync_dist only silences Lightning's DDP warning
+        self.log_dict({f"{prefix}/{k}": v for k, v in values.items()}, sync_dist=True)
         if f"{prefix}_" in self.per_class_f1:
             per_class = self.per_class_f1[f"{prefix}_"].compute()
-            self.log_dict({f"{prefix}/f1_{name}": v for name, v in zip(self.label_names, per_class)})
+            self.log_dict({f"{prefix}/f1_{name}": v for name, v in zip(self.label_names, per_class)}, sync_dist=True)
             confusion = self.confusion[f"{prefix}_"].compute().tolist()
             self._write_confusion(prefix, confusion)
         self._reset(prefix)

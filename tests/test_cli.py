@@ -1,0 +1,135 @@
+"""The one CLI: console scripts, configs with omegaconf interpolation, run directories, the paper configs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+import yaml
+
+from meritsl_lightning.cli import MeritslCLI
+from tests.stage_runner import StageChain
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment for a child CLI: no leftover DDP variables from this process."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "GLOBAL_RANK", "RANK")}
+    env.update(extra)
+    return env
+
+
+def test_console_scripts_belong_to_this_project() -> None:
+    scripts = {ep.name: ep for ep in entry_points(group="console_scripts") if ep.name in ("meritsl", "lightning")}
+    assert scripts["meritsl"].value == "meritsl_lightning.cli:main"
+    assert scripts["lightning"].value == "meritsl_lightning.cli:lightning_main"
+    assert scripts["lightning"].dist.name == "meritsl-lightning"
+
+
+def test_lightning_script_points_elsewhere_for_foreign_commands() -> None:
+    out = subprocess.run([str(BIN / "lightning"), "run", "model"], capture_output=True, text=True, env=clean_env())
+    assert out.returncode == 2
+    assert "fabric" in out.stderr and "'run'" in out.stderr
+
+
+def test_help_lists_pipeline_and_training_commands() -> None:
+    out = subprocess.run([sys.executable, "-m", "meritsl_lightning", "--help"], capture_output=True, text=True, env=clean_env())
+    assert out.returncode == 0
+    for word in ("prepare", "generate", "demo", "fit", "validate", "test", "predict"):
+        assert word in out.stdout
+
+
+def test_print_config_resolves_omegaconf_interpolation(tmp_path: Path) -> None:
+    env = clean_env(IEMOCAP_ROOT=str(tmp_path / "corpus"))
+    out = subprocess.run(
+        [str(BIN / "meritsl"), "fit", "--config", str(REPO / "experiments/iemocap_stage1_text.yaml"), "--print_config"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    config = yaml.safe_load(out.stdout)
+    assert config["data"]["init_args"]["root"] == str(tmp_path / "corpus")
+    assert config["model"]["class_path"] == "meritsl_lightning.models.TextUtteranceModule"
+    assert config["model"]["init_args"]["lr"] == pytest.approx(2e-5)
+    assert config["seed_everything"] == 0
+
+
+def test_each_run_writes_its_config_into_its_own_directory(chain: StageChain) -> None:
+    first = Path(chain.clis["stage2_text"].trainer.log_dir)
+    again = chain.fit("stage2_text")
+    second = Path(again.trainer.log_dir)
+    assert first != second and first.parent == second.parent
+    assert (first / "config.yaml").is_file() and (second / "config.yaml").is_file()
+    assert yaml.safe_load((second / "config.yaml").read_text())["model"]["init_args"]["stage1_checkpoint"]
+
+
+def test_second_stage2_run_reads_stage1_embeddings_from_the_cache(chain: StageChain) -> None:
+    again = chain.fit("stage2_audio")
+    assert again.model.cache.misses == 0
+    assert again.model.cache.hits >= 3  # train, validation, test
+
+
+def test_changed_stage1_checkpoint_invalidates_its_cache_entries(chain: StageChain, tmp_path: Path) -> None:
+    import torch
+
+    changed = tmp_path / "stage1_audio_changed.ckpt"
+    blob = torch.load(Path(chain.checkpoints["stage1_audio"]).resolve(), weights_only=True)
+    blob["state_dict"]["head.classifier.bias"] += 0.5
+    torch.save(blob, changed)
+    cli = MeritslCLI(
+        args=["fit", *chain.common_args("changed"), *chain.model_args("stage2_audio"), f"--model.init_args.stage1_checkpoint={changed}"]
+    )
+    # Stage I embeddings are recomputed (3 splits); the speech-encoder features beneath them are reused
+    assert cli.model.cache.misses == 3
+
+
+def test_stage3_paper_config_through_the_lightning_script(chain: StageChain, tmp_path: Path) -> None:
+    cmd = [
+        str(BIN / "lightning"),
+        "fit",
+        "--config",
+        str(REPO / "experiments/iemocap_stage3.yaml"),
+        f"--data.init_args.root={chain.corpus}",
+        f"--model.init_args.stage2_text_checkpoint={chain.checkpoints['stage2_text']}",
+        f"--model.init_args.stage2_audio_checkpoint={chain.checkpoints['stage2_audio']}",
+        f"--model.init_args.cache_dir={chain.cache_dir}",
+        "--model.init_args.dim=16",
+        "--trainer.max_epochs=1",
+        "--trainer.accelerator=cpu",
+        "--trainer.precision=32-true",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.default_root_dir={tmp_path}",
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=clean_env(), timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "test/weighted_f1" in out.stdout
+    assert (tmp_path / "stage3" / "version_0" / "checkpoints" / "best.ckpt").is_file()
+    assert (tmp_path / "stage3" / "best.ckpt").is_file()
+
+
+def test_stage3_trains_with_two_process_ddp(chain: StageChain, tmp_path: Path) -> None:
+    cmd = [
+        sys.executable,
+        "-m",
+        "meritsl_lightning",
+        "fit",
+        *chain.common_args("ddp"),
+        *chain.model_args("stage3"),
+        "--trainer.strategy=ddp",
+        "--trainer.devices=2",
+        f"--trainer.default_root_dir={tmp_path}",
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=clean_env(), timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "MEMBER: 2/2" in out.stderr and "distributed_backend=gloo" in out.stderr
+    assert (tmp_path / "ddp" / "version_0" / "checkpoints" / "best.ckpt").is_file()
+    assert (tmp_path / "ddp" / "version_0" / "test_metrics.json").is_file()

@@ -15,6 +15,7 @@ from typing import Any
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from meritsl_lightning.callbacks import JsonlPredictionWriter
 from meritsl_lightning.data_modules.base import ERCDataModule
 from meritsl_lightning.models.base import BaseStageModule
 
@@ -57,6 +58,7 @@ class MeritslCLI(LightningCLI):
                 "checkpoint.save_last": True,
             }
         )
+        parser.add_lightning_class_args(JsonlPredictionWriter, "predictions")
         parser.add_argument(
             "--test_after_fit",
             type=bool,

@@ -133,3 +133,21 @@ def test_stage3_trains_with_two_process_ddp(chain: StageChain, tmp_path: Path) -
     assert "MEMBER: 2/2" in out.stderr and "distributed_backend=gloo" in out.stderr
     assert (tmp_path / "ddp" / "version_0" / "checkpoints" / "best.ckpt").is_file()
     assert (tmp_path / "ddp" / "version_0" / "test_metrics.json").is_file()
+
+
+def test_predict_writes_one_line_per_utterance(chain: StageChain, tmp_path: Path) -> None:
+    import json
+
+    out = tmp_path / "predictions.jsonl"
+    MeritslCLI(
+        args=[
+            "predict",
+            *chain.common_args("predict"),
+            *chain.model_args("stage3"),
+            f"--ckpt_path={chain.checkpoints['stage3']}",
+            f"--predictions.output={out}",
+        ]
+    )
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 6  # the 4-class test turns of the fixture
+    assert all(r["label"] in ("hap", "sad", "neu", "ang") and abs(sum(r["probs"].values()) - 1) < 1e-4 for r in rows)

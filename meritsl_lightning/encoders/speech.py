@@ -273,7 +273,7 @@ def extract_features(
         return out
     encoder.to(device)
     cap = encoder.max_seconds if encoder.max_seconds is not None else math.inf
-    durations = [min(audio_duration(r.path, r.start, r.end), cap) for r in refs]
+    durations = [min(audio_duration(r.path, r.start, r.end), cap) if r.path else 0.0 for r in refs]
     step = max(length_step_seconds, 0.0)
     batches = _plan_batches(durations, max_batch_seconds, step)
     step_samples = max(int(round(step * encoder.sample_rate)), 1)

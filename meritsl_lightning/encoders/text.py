@@ -25,7 +25,8 @@ class TextEncoder(nn.Module):
         if pooling not in ("cls_dense_tanh", "cls", "mean"):
             raise ValueError(f"unknown text pooling {pooling!r}; expected cls_dense_tanh, cls or mean")
         self.tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
-        self.transformer = AutoModel.from_pretrained(model_name_or_path)
+        # from_pretrained returns eval mode, and Lightning keeps module modes: fine-tuning wants dropout on
+        self.transformer = AutoModel.from_pretrained(model_name_or_path).train()
         if getattr(self.transformer, "pooler", None) is not None:
             self.transformer.pooler = None  # unused: parameters without gradients would break DDP
         self.pooling = pooling

@@ -126,7 +126,7 @@ def test_builder(wavlm_dir: Path) -> None:
 @dataclass
 class Row:
     utt_id: str
-    audio_path: str
+    audio_path: str | None
     start: float | None = None
     end: float | None = None
 
@@ -168,4 +168,4 @@ def test_extract_features_empty_and_failing(corpus: list, tmp_path: Path) -> Non
     with pytest.raises(AudioError, match="dia3_utt7.*gone.wav.*not found"):
         extract_features(enc, broken, progress=False)
     with pytest.raises(AudioError, match="no audio path"):
-        extract_features(enc, [Row("silent", "")], progress=False)
+        extract_features(enc, [Row("silent", None)], progress=False)

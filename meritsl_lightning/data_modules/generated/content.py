@@ -252,48 +252,59 @@ def emotional_sentence(rng: random.Random, emotion: str) -> str:
 # --- voices ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class VoiceParams:
-    """espeak-ng settings of one turn: voice name, pitch (0-99), rate (wpm), amplitude (0-200), word gap (10 ms)."""
+    """Voice of one turn: espeak-ng voice, pitch (0-99), rate (wpm) and word gap (10 ms units), and the
+    loudness of its active speech in dBFS (applied after synthesis)."""
 
     voice: str
     pitch: int
     speed: int
-    amplitude: int
     word_gap: int
+    level_db: float
 
 
 @dataclass(frozen=True)
 class Speaker:
-    """One speaker: a layout name (e.g. "F"), an espeak voice and the neutral pitch and rate."""
+    """One speaker: a layout name (e.g. "F"), an espeak voice and the neutral pitch, rate and loudness."""
 
     name: str
     voice: str
     pitch: int
     speed: int
+    level_db: float
 
 
 @dataclass(frozen=True)
 class VoiceShift:
-    """How an emotion changes a speaker's neutral voice: pitch and rate offsets, amplitude, extra word gap."""
+    """How an emotion changes a speaker's neutral voice: pitch, rate, loudness (dB) offsets, extra word gap."""
 
     pitch: int
     speed: int
-    amplitude: int
+    level_db: float
     word_gap: int
 
 
-# ang loud and fast, hap high and fast-ish, sad low, slow, quiet and pausing. The offsets are several
-# times the jitter and the speaker spread, so log-mel means and stds separate them.
+# ang loud and fast, hap high, louder and faster, sad low, slow, quiet and pausing. Loudness is set
+# on the synthesised audio rather than with espeak's amplitude, which compresses loud speech and
+# differs between voices. The offsets are several times the jitter and the speaker spread, so that
+# per-band log-mel means and stds separate the emotions.
 VOICE_SHIFTS: dict[str, VoiceShift] = {
-    "neu": VoiceShift(pitch=0, speed=0, amplitude=100, word_gap=0),
-    "ang": VoiceShift(pitch=8, speed=55, amplitude=150, word_gap=0),
-    "hap": VoiceShift(pitch=28, speed=25, amplitude=120, word_gap=0),
-    "sad": VoiceShift(pitch=-22, speed=-55, amplitude=50, word_gap=6),
+    "neu": VoiceShift(pitch=0, speed=0, level_db=0.0, word_gap=0),
+    "ang": VoiceShift(pitch=10, speed=50, level_db=7.0, word_gap=0),
+    "hap": VoiceShift(pitch=30, speed=20, level_db=3.5, word_gap=0),
+    "sad": VoiceShift(pitch=-22, speed=-50, level_db=-7.0, word_gap=6),
 }
+NEUTRAL_LEVEL_DB = -24.0  # active-speech RMS of a neutral voice; ang peaks stay below full scale
 
 
 def make_speaker(rng: random.Random, name: str, voice: str) -> Speaker:
-    """A speaker with a random neutral pitch (50 +- 6) and rate (158..178 wpm) on an espeak voice."""
-    return Speaker(name=name, voice=voice, pitch=50 + rng.randint(-6, 6), speed=rng.randint(158, 178))
+    """A speaker on an espeak voice with a random neutral pitch (50 +- 6), rate (158..178 wpm) and level (+- 1 dB)."""
+    return Speaker(
+        name=name,
+        voice=voice,
+        pitch=50 + rng.randint(-6, 6),
+        speed=rng.randint(158, 178),
+        level_db=round(NEUTRAL_LEVEL_DB + rng.uniform(-1.0, 1.0), 2),
+    )
 
 
 def voice_for(rng: random.Random, speaker: Speaker, emotion: str) -> VoiceParams:
@@ -303,8 +314,8 @@ def voice_for(rng: random.Random, speaker: Speaker, emotion: str) -> VoiceParams
         voice=speaker.voice,
         pitch=min(99, max(0, speaker.pitch + shift.pitch + rng.randint(-4, 4))),
         speed=max(80, speaker.speed + shift.speed + rng.randint(-8, 8)),
-        amplitude=min(200, max(10, round(shift.amplitude * rng.uniform(0.92, 1.08)))),
         word_gap=shift.word_gap + rng.randint(0, 1),
+        level_db=round(speaker.level_db + shift.level_db + rng.uniform(-1.0, 1.0), 2),
     )
 
 

@@ -27,8 +27,11 @@ ESPEAK = "espeak-ng"
 ESPEAK_APT_PACKAGE = "espeak-ng"
 SAMPLE_RATE = 16000
 PAD_SECONDS = 0.3
-NOISE_FLOOR_DBFS = -66.0  # keeps log-mel energies finite in the padding and in espeak's digital silence
+ESPEAK_AMPLITUDE = 100  # loudness is set afterwards from VoiceParams.level_db
+NOISE_FLOOR_DBFS = -60.0  # a recording's noise floor; keeps log-mel energies finite in pauses and padding
 _TRIM_THRESHOLD = 1e-3  # espeak's own leading/trailing silence is cut before the fixed padding is added
+_FRAME = 320  # 20 ms at 16 kHz, for the active-speech level
+_ACTIVE_RANGE_DB = 30.0  # frames within this range of the loudest one count as active speech
 
 
 class EspeakNotFoundError(RuntimeError):
@@ -71,7 +74,7 @@ def espeak_command(voice: VoiceParams, wav_path: Path) -> list[str]:
     """The espeak-ng command line that speaks stdin with `voice` into `wav_path`."""
     return [
         espeak_executable(), "-v", voice.voice, "-p", str(voice.pitch), "-s", str(voice.speed),
-        "-a", str(voice.amplitude), "-g", str(voice.word_gap), "-b", "1", "-w", str(wav_path), "--stdin",
+        "-a", str(ESPEAK_AMPLITUDE), "-g", str(voice.word_gap), "-b", "1", "-w", str(wav_path), "--stdin",
     ]  # fmt: skip
 
 
@@ -94,12 +97,21 @@ def _trim(audio: np.ndarray) -> np.ndarray:
     return audio[loud[0] : loud[-1] + 1] if loud.size else audio
 
 
+def active_level_db(audio: np.ndarray) -> float:
+    """RMS level in dBFS of the active speech: the 20 ms frames within 30 dB of the loudest one."""
+    frames = audio[: len(audio) // _FRAME * _FRAME].reshape(-1, _FRAME) if len(audio) >= _FRAME else audio[None]
+    power = np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-12
+    active = power[power >= power.max() * 10 ** (-_ACTIVE_RANGE_DB / 10)]
+    return float(10 * np.log10(active.mean()))
+
+
 def synthesize(text: str, voice: VoiceParams, noise_seed: int, pad_seconds: float = PAD_SECONDS) -> np.ndarray:
-    """16 kHz mono float32 speech for `text`, with `pad_seconds` of near-silence at both ends."""
+    """16 kHz mono float32 speech for `text` at `voice.level_db`, with `pad_seconds` of noise floor at both ends."""
     audio, rate = _espeak(text, voice)
     audio = _trim(audio)
     if rate != SAMPLE_RATE:
         audio = AF.resample(torch.from_numpy(np.ascontiguousarray(audio)), rate, SAMPLE_RATE).numpy()
+    audio = audio * 10 ** ((voice.level_db - active_level_db(audio)) / 20)
     pad = np.zeros(round(pad_seconds * SAMPLE_RATE), dtype=np.float32)
     audio = np.concatenate([pad, audio, pad])
     noise = np.random.default_rng(noise_seed).normal(0.0, 10 ** (NOISE_FLOOR_DBFS / 20), audio.shape)

@@ -6,9 +6,10 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import logging
 from abc import abstractmethod
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from collections.abc import Iterator
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import torch
 from lightning.pytorch import LightningModule
@@ -216,7 +216,7 @@ class BaseStageModule(LightningModule):
         return {
             "utt_id": utt_id,
             "label": self.label_names[int(probs.argmax())],
-            "probs": {name: round(float(p), 6) for name, p in zip(self.label_names, probs)},
+            "probs": {name: round(float(p), 6) for name, p in zip(self.label_names, probs, strict=True)},
         }
 
     def on_train_epoch_end(self) -> None:
@@ -237,7 +237,7 @@ class BaseStageModule(LightningModule):
         self.log_dict({f"{prefix}/{k}": v for k, v in values.items()}, sync_dist=True)
         if f"{prefix}_" in self.per_class_f1:
             per_class = self.per_class_f1[f"{prefix}_"].compute()
-            self.log_dict({f"{prefix}/f1_{name}": v for name, v in zip(self.label_names, per_class)}, sync_dist=True)
+            self.log_dict({f"{prefix}/f1_{name}": v for name, v in zip(self.label_names, per_class, strict=True)}, sync_dist=True)
             confusion = self.confusion[f"{prefix}_"].compute().tolist()
             self._write_confusion(prefix, confusion)
         self._reset(prefix)

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from meritsl_lightning.nn import CoAttentionFusion, ContextEncoder, LayerWeightedSum, SpeechUtteranceHead, masked_mean
+from meritsl_lightning.nn import (
+    CoAttentionFusion,
+    ContextEncoder,
+    LayerWeightedSum,
+    SpeechUtteranceHead,
+    masked_mean,
+)
 
 
 def _padded(x: torch.Tensor, extra: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,7 +23,7 @@ _MAX_DEFECTS_SHOWN = 5
 
 @dataclass(frozen=True)
 class CorpusEntry:
-    """A preparable corpus: its parser `parse(root, protocol=, on_error=, deep=) -> ParseResult`."""
+    """A preparable corpus: its parser `parse(root, protocol=, on_error=, deep=, text_only=) -> ParseResult`."""
 
     parse: Callable[..., ParseResult]
     protocols: tuple[str, ...]
@@ -61,6 +61,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
         )
         sub.add_argument(
             "--deep", action="store_true", help="decode every audio file fully (default: header check)"
+        )
+        sub.add_argument(
+            "--text-only",
+            action="store_true",
+            help="transcripts and labels only; media are not needed (speech stages refuse such a manifest)",
         )
     parser.set_defaults(func=run_prepare)
     return parser
@@ -113,7 +118,9 @@ def run_prepare(args: argparse.Namespace) -> int:
     """Parse, write OUT/manifest.jsonl and OUT/report.json, print a summary; 0, or 2 on a fatal problem."""
     entry = CORPORA[args.corpus]
     try:
-        result = entry.parse(args.root, protocol=args.protocol, on_error=args.on_error, deep=args.deep)
+        result = entry.parse(
+            args.root, protocol=args.protocol, on_error=args.on_error, deep=args.deep, text_only=args.text_only
+        )
     except CorpusProblem as e:
         return _fatal(f"{e}\n(use --on-error skip to leave such items out and list them in {REPORT_NAME})")
     except (OSError, ValueError) as e:

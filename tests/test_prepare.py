@@ -153,3 +153,19 @@ def test_python_dash_m(tmp_path: Path) -> None:
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "o" / "manifest.jsonl").is_file()
+
+
+def test_text_only_needs_no_media(tmp_path: Path) -> None:
+    import shutil
+
+    from meritsl_lightning.data_modules.manifest import read_manifest
+    from meritsl_lightning.prepare import main as prepare_main
+    from tests.fixtures.iemocap_layout import write_iemocap
+
+    corpus = write_iemocap(tmp_path / "data")
+    for session in corpus.glob("Session*"):
+        shutil.rmtree(session / "sentences")
+    assert prepare_main(["iemocap", "--root", str(corpus), "--out", str(tmp_path / "out")]) == 2  # media missing
+    assert prepare_main(["iemocap", "--root", str(corpus), "--out", str(tmp_path / "out"), "--text-only"]) == 0
+    rows = read_manifest(tmp_path / "out" / "manifest.jsonl")
+    assert len(rows) == 25 and all(r.audio_path is None and r.text for r in rows)

@@ -72,6 +72,7 @@ class ERCDataModule(LightningDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         on_error: Literal["fail", "skip"] = "fail",
+        text_only: bool = False,
         predict_split: str = "test",
         bucket_multiplier: int = 50,
     ) -> None:
@@ -84,6 +85,7 @@ class ERCDataModule(LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
         self.on_error = on_error
+        self.text_only = text_only
         self.predict_split = predict_split
         self.bucket_multiplier = bucket_multiplier
         self.batch_level: BatchLevel = "utterance"

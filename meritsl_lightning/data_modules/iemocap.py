@@ -35,11 +35,12 @@ class IEMOCAPDataModule(ERCDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         on_error: Literal["fail", "skip"] = "fail",
+        text_only: bool = False,
         predict_split: str = "test",
         bucket_multiplier: int = 50,
     ) -> None:
         super().__init__(
-            protocol, manifest, batch_size, eval_batch_size, num_workers, on_error, predict_split, bucket_multiplier
+            protocol, manifest, batch_size, eval_batch_size, num_workers, on_error, text_only, predict_split, bucket_multiplier
         )
         if root is None and manifest is None:
             raise ValueError("IEMOCAPDataModule needs root (the IEMOCAP_full_release folder) or manifest")
@@ -54,7 +55,7 @@ class IEMOCAPDataModule(ERCDataModule):
 
     def parse(self) -> ParseResult:
         assert self.root is not None
-        return parse_iemocap(self.root, protocol=self.protocol, on_error=self.on_error)
+        return parse_iemocap(self.root, protocol=self.protocol, on_error=self.on_error, text_only=self.text_only)
 
     def assign_splits(self, rows: list[Utterance]) -> list[Utterance]:
         if self.validation == "session1":

@@ -175,10 +175,11 @@ def _speaker(turn: str, session: int) -> str | None:
 class _IemocapParser:
     """State of one parse: protocol, defect policy, turn ids seen so far, exclusions, source files."""
 
-    def __init__(self, corpus: Path, spec: ProtocolSpec, on_error: OnError, deep: bool) -> None:
+    def __init__(self, corpus: Path, spec: ProtocolSpec, on_error: OnError, deep: bool, text_only: bool = False) -> None:
         self.corpus = corpus
         self.spec = spec
         self.deep = deep
+        self.text_only = text_only
         self.defects = _Defects(on_error)
         self.labelled: dict[str, _LabelLine] = {}
         self.excluded: Counter[str] = Counter()
@@ -332,9 +333,10 @@ class _IemocapParser:
                 transcript.line,
             )
             return None
-        wav = self.corpus / f"Session{session}" / "sentences" / "wav" / dialog / f"{entry.turn}.wav"
-        problem = check_wav(wav, self.deep)
-        if problem is not None:
+        wav: Path | None = self.corpus / f"Session{session}" / "sentences" / "wav" / dialog / f"{entry.turn}.wav"
+        if self.text_only:
+            wav = None  # transcripts and labels only: the media need not exist
+        elif (problem := check_wav(wav, self.deep)) is not None:
             self.defects.add(entry.turn, wav, problem)
             return None
         return Utterance(
@@ -349,7 +351,7 @@ class _IemocapParser:
             speaker=_speaker(entry.turn, session),
             start=entry.start,
             end=entry.end,
-            audio_path=str(wav),
+            audio_path=str(wav) if wav is not None else None,
             audio_ok=True,
         )
 
@@ -385,10 +387,15 @@ def get_protocol(protocol: str) -> ProtocolSpec:
 
 
 def parse_iemocap(
-    root: str | Path, protocol: str = "iemocap4", on_error: OnError = "fail", deep: bool = False
+    root: str | Path,
+    protocol: str = "iemocap4",
+    on_error: OnError = "fail",
+    deep: bool = False,
+    text_only: bool = False,
 ) -> ParseResult:
     """Parse IEMOCAP into manifest rows (Session 1 validation, 2-4 train, 5 test).
 
+    `text_only` reads transcripts and labels without looking for the wav files (audio_path is None).
     Under `on_error="fail"` the first bad item raises `CorpusProblem`; under `"skip"` bad items are left
     out and listed in `defects`. Turns whose code the protocol does not use are counted in
     `info["excluded_by_protocol"]`, not reported as defects. Raises FileNotFoundError without sessions.
@@ -397,7 +404,7 @@ def parse_iemocap(
     if on_error not in ("fail", "skip"):
         raise ValueError(f"on_error: expected 'fail' or 'skip', found {on_error!r}")
     corpus, sessions = find_corpus_root(root)
-    parser = _IemocapParser(corpus, spec, on_error, deep)
+    parser = _IemocapParser(corpus, spec, on_error, deep, text_only)
     utterances = [u for n in sessions for u in parser.session(n)]
     info = {
         "root": str(corpus),
@@ -408,6 +415,7 @@ def parse_iemocap(
         "published": spec.published(),
         "warnings": compare_with_published(utterances, spec, sessions),
         "deep_audio_check": deep,
+        "text_only": text_only,
         "source_files": parser.sources,
     }
     return ParseResult(utterances=utterances, defects=parser.defects.items, info=info)

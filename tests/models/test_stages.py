@@ -127,3 +127,19 @@ def test_changed_upstream_is_refused_when_loading(chain: StageChain, tmp_path: P
     torch.save(blob, stage1)
     with pytest.raises(CheckpointMismatch, match="changed since this stage2 checkpoint was trained"):
         ContextModule.load_from_checkpoint(stage2_path)
+
+
+def test_speech_stage_refuses_utterances_without_audio(chain: StageChain, tmp_path: Path) -> None:
+    from meritsl_lightning.data_modules import IEMOCAPDataModule
+    from meritsl_lightning.data_modules.manifest import read_manifest, write_manifest
+    from meritsl_lightning.prepare import main as prepare
+
+    assert prepare(["iemocap", "--root", str(chain.corpus), "--out", str(tmp_path)]) == 0
+    rows = read_manifest(tmp_path / "manifest.jsonl")
+    for row in rows:
+        row.audio_path = None  # what a text-only manifest holds
+    write_manifest(rows, tmp_path / "text_only.jsonl")
+    dm = IEMOCAPDataModule(manifest=str(tmp_path / "text_only.jsonl"))
+    model = SpeechUtteranceModule(projection_dim=8, embedding_dim=8, label_names=dm.label_names, cache_dir=str(tmp_path / "c"))
+    with pytest.raises(ValueError, match="have no audio .*not --text-only"):
+        model.encoder_features(dm.split_data("train"), torch.device("cpu"))

@@ -32,10 +32,11 @@ DEFAULT_CONFIGS = Path(__file__).resolve().parent.parent / "experiments" / "demo
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="meritsl demo", description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="runs/demo", help="folder for the corpus, models, logs and summary.json")
+    p.add_argument("--corpus", default="iemocap", help="which generated corpus layout (see `meritsl generate -h`)")
+    p.add_argument("--out", default=None, help="folder for the corpus, models, logs and summary.json (default runs/demo, or runs/demo-<corpus>)")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated corpus")
-    p.add_argument("--dialogues-per-session", type=int, default=None, help="corpus size (default: the generator's)")
-    p.add_argument("--configs", default=str(DEFAULT_CONFIGS), help="folder with the five demo stage configs")
+    p.add_argument("--size", type=int, default=None, help="corpus size (default: the generator's)")
+    p.add_argument("--configs", default=str(DEFAULT_CONFIGS), help="folder with the <corpus>_<stage>.yaml demo configs")
     p.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES, help="stages to run (in order)")
     p.add_argument("--strict", action="store_true", help=f"exit 1 unless every claim holds by >= {MARGIN}")
     p.add_argument("overrides", nargs="*", help="extra CLI overrides for every stage, e.g. --trainer.accelerator=cuda")
@@ -46,11 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     overrides = [*args.overrides, *extra]
-    out = Path(args.out).resolve()
+    out = Path(args.out or ("runs/demo" if args.corpus == "iemocap" else f"runs/demo-{args.corpus}")).resolve()
     os.environ["MERITSL_DEMO_DIR"] = str(out)  # the demo configs interpolate it
     started = time.perf_counter()
 
-    corpus = prepare_inputs(out, args.seed, args.dialogues_per_session)
+    corpus = prepare_inputs(args.corpus, out, args.seed, args.size)
     print(f"[demo] corpus {corpus} ready ({time.perf_counter() - started:.0f} s)", flush=True)
 
     summary_path = out / "summary.json"
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     for stage in args.stages:
         t0 = time.perf_counter()
         stage_args = [f"--model.init_args.{k}={checkpoints[v]}" for k, v in UPSTREAM_ARGS.get(stage, {}).items()]
-        test, best = fit_and_test(Path(args.configs) / f"{stage}.yaml", [*stage_args, *overrides])
+        test, best = fit_and_test(Path(args.configs) / f"{args.corpus}_{stage}.yaml", [*stage_args, *overrides])
         checkpoints[stage] = best
         summary[stage] = {
             "test": {"weighted_f1": test["test/weighted_f1"], "accuracy": test["test/accuracy"]},
@@ -75,19 +76,19 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if args.strict and failed else 0
 
 
-def prepare_inputs(out: Path, seed: int, dialogues_per_session: int | None) -> Path:
+def prepare_inputs(corpus: str, out: Path, seed: int, size: int | None) -> Path:
     """Generate the corpus and the tiny RoBERTa (both idempotent); return the corpus folder."""
-    from meritsl_lightning.data_modules.generated import generate_iemocap
-    from meritsl_lightning.data_modules.iemocap_parser import parse_iemocap
+    from meritsl_lightning.generate import SIZE_OPTIONS, generator
+    from meritsl_lightning.prepare import CORPORA
     from meritsl_lightning.tiny_models import build_tiny_roberta
 
-    options = {"seed": seed}
-    if dialogues_per_session is not None:
-        options["dialogues_per_session"] = dialogues_per_session
-    corpus = Path(generate_iemocap(out / "data", **options))
-    texts = [u.text for u in parse_iemocap(corpus).utterances if u.split == "train"]
-    build_tiny_roberta(out / "models" / "roberta", texts)
-    return corpus
+    options: dict = {"seed": seed}
+    if size is not None:
+        options[SIZE_OPTIONS[corpus]] = size
+    root = Path(generator(corpus)(out / "data", **options))
+    rows = CORPORA[corpus].parse(root, protocol=CORPORA[corpus].default_protocol, text_only=True).utterances
+    build_tiny_roberta(out / "models" / "roberta", [u.text for u in rows if u.split == "train"])
+    return root
 
 
 def fit_and_test(config: Path, overrides: list[str]) -> tuple[dict[str, float], str]:

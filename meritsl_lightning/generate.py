@@ -1,24 +1,38 @@
-"""``meritsl generate``: write a generated corpus in a real corpus layout (for tests, demos and debugging)."""
+"""``meritsl generate CORPUS --out DIR``: a generated corpus in a real corpus layout (tests, demos, debugging)."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+from typing import Any
+
+# corpus -> "module:function(out_dir, seed=..., **size) -> Path" and its help line; imported on use
+GENERATORS: dict[str, tuple[str, str]] = {
+    "iemocap": ("meritsl_lightning.data_modules.generated.iemocap:generate_iemocap", "IEMOCAP_full_release layout"),
+}
+# corpus -> the size option the generator takes (``--size`` maps onto it)
+SIZE_OPTIONS: dict[str, str] = {"iemocap": "dialogues_per_session"}
+
+
+def generator(corpus: str) -> Any:
+    target, _ = GENERATORS[corpus]
+    module_name, _, func = target.partition(":")
+    return getattr(importlib.import_module(module_name), func)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from meritsl_lightning.data_modules.generated import generate_iemocap
-
     p = argparse.ArgumentParser(prog="meritsl generate", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="corpus", required=True)
-    iemocap = sub.add_parser("iemocap", help="IEMOCAP_full_release layout with espeak-ng speech")
-    iemocap.add_argument("--out", required=True, help="folder to write IEMOCAP_full_release into")
-    iemocap.add_argument("--seed", type=int, default=0)
-    iemocap.add_argument("--dialogues-per-session", type=int, default=None)
+    for corpus, (_, help_) in GENERATORS.items():
+        one = sub.add_parser(corpus, help=f"{help_} with espeak-ng speech")
+        one.add_argument("--out", required=True, help="folder to write the corpus into")
+        one.add_argument("--seed", type=int, default=0)
+        one.add_argument("--size", type=int, default=None, help=f"corpus size ({SIZE_OPTIONS[corpus]}; default: the generator's)")
     args = p.parse_args(argv)
-    options = {"seed": args.seed}
-    if args.dialogues_per_session is not None:
-        options["dialogues_per_session"] = args.dialogues_per_session
-    print(generate_iemocap(args.out, **options))
+    options: dict[str, Any] = {"seed": args.seed}
+    if args.size is not None:
+        options[SIZE_OPTIONS[args.corpus]] = args.size
+    print(generator(args.corpus)(args.out, **options))
     return 0
 
 

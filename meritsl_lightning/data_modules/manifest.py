@@ -30,6 +30,7 @@ class Utterance:
     text: str
     label: str | None  # protocol label (e.g. "hap" after merging "exc"); None when unlabelled
     label_raw: str | None = None  # the corpus' own code
+    score: float | None = None  # a real-valued target (e.g. CMU-MOSI sentiment in [-3, 3]) for regression protocols
     speaker: str | None = None  # kept, never used by the models
     start: float | None = None  # the utterance's time span in its conversation (seconds)
     end: float | None = None

@@ -49,6 +49,7 @@ class MeritslCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # the data module publishes the label set; no label list is typed twice
         parser.link_arguments("data.label_names", "model.init_args.label_names", apply_on="instantiate")
+        parser.link_arguments("data.task", "model.init_args.task", apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {

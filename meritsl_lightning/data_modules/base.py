@@ -44,6 +44,7 @@ class SplitData:
     rows: list[Utterance]
     conversations: list[list[int]]  # positions into rows, one list per conversation, in turn order
     labels: torch.Tensor  # [N] label ids, IGNORE_INDEX where unlabelled
+    scores: torch.Tensor  # [N] real-valued targets (regression protocols), NaN where absent
 
     @cached_property
     def fingerprint(self) -> str:
@@ -63,6 +64,8 @@ class ERCDataModule(LightningDataModule):
 
     corpus: str = ""
     protocols: dict[str, list[str]] = {}  # protocol name -> label names (in id order)
+    # protocols whose target is Utterance.score (their labels are a binarisation, reported alongside)
+    regression_protocols: frozenset[str] = frozenset()
 
     def __init__(
         self,
@@ -94,6 +97,11 @@ class ERCDataModule(LightningDataModule):
     @property
     def label_names(self) -> list[str]:
         return list(self.protocols[self.protocol])
+
+    @property
+    def task(self) -> str:
+        """``classification`` (targets: label ids) or ``regression`` (targets: scores)."""
+        return "regression" if self.protocol in self.regression_protocols else "classification"
 
     @property
     def num_classes(self) -> int:
@@ -145,7 +153,10 @@ class ERCDataModule(LightningDataModule):
                 conversations.append(list(range(len(ordered), len(ordered) + len(turns))))
                 ordered += turns
             labels = torch.tensor([label_id[u.label] if u.label is not None else IGNORE_INDEX for u in ordered])
-            splits[split] = SplitData(self.corpus, self.protocol, split, ordered, conversations, labels)
+            scores = torch.tensor([u.score if u.score is not None else float("nan") for u in ordered])
+            if self.task == "regression" and torch.isnan(scores).all():
+                raise ManifestError(f"{self.corpus}/{self.protocol}: regression protocol, but no {split} row has a score")
+            splits[split] = SplitData(self.corpus, self.protocol, split, ordered, conversations, labels, scores)
         return splits
 
     def split_data(self, split: str) -> SplitData:
@@ -167,11 +178,11 @@ class ERCDataModule(LightningDataModule):
         if self.batch_level == "utterance":
             n = len(data.rows)
             lengths = [len(u.text) for u in data.rows]
-            collate: Any = UtteranceCollator(split, [u.text for u in data.rows], utt_ids, data.labels)
+            collate: Any = UtteranceCollator(split, [u.text for u in data.rows], utt_ids, data.labels, data.scores)
         else:
             n = len(data.conversations)
             lengths = [len(c) for c in data.conversations]
-            collate = ConversationCollator(split, data.conversations, utt_ids, data.labels)
+            collate = ConversationCollator(split, data.conversations, utt_ids, data.labels, data.scores)
         batch_size = self.batch_size if train else self.eval_batch_size
         dataset = IndexDataset(n)
         sampler = RandomSampler(dataset) if train else SequentialSampler(dataset)

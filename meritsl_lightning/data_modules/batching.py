@@ -81,10 +81,12 @@ def pad_conversations(convs: list[list[int]]) -> tuple[torch.Tensor, torch.Tenso
 
 
 class UtteranceCollator:
-    """Collates utterance positions into ``{split, index, labels, texts, utt_ids}``."""
+    """Collates utterance positions into ``{split, index, labels, scores, texts, utt_ids}``."""
 
-    def __init__(self, split: str, texts: list[str], utt_ids: list[str], labels: torch.Tensor) -> None:
-        self.split, self.texts, self.utt_ids, self.labels = split, texts, utt_ids, labels
+    def __init__(
+        self, split: str, texts: list[str], utt_ids: list[str], labels: torch.Tensor, scores: torch.Tensor
+    ) -> None:
+        self.split, self.texts, self.utt_ids, self.labels, self.scores = split, texts, utt_ids, labels, scores
 
     def __call__(self, positions: list[int]) -> dict[str, Any]:
         index = torch.tensor(positions, dtype=torch.long)
@@ -92,27 +94,37 @@ class UtteranceCollator:
             "split": self.split,
             "index": index,
             "labels": self.labels[index],
+            "scores": self.scores[index],
             "texts": [self.texts[i] for i in positions],
             "utt_ids": [self.utt_ids[i] for i in positions],
         }
 
 
 class ConversationCollator:
-    """Collates conversations into padded ``index`` [B, K], ``mask`` [B, K] and ``labels`` [B, K] (-100 = pad)."""
+    """Collates conversations into padded ``index``, ``mask``, ``labels`` (-100 = pad) and ``scores`` (NaN = pad),
+    each [B, K]."""
 
     def __init__(
-        self, split: str, conversations: list[list[int]], utt_ids: list[str], labels: torch.Tensor
+        self,
+        split: str,
+        conversations: list[list[int]],
+        utt_ids: list[str],
+        labels: torch.Tensor,
+        scores: torch.Tensor,
     ) -> None:
-        self.split, self.conversations, self.utt_ids, self.labels = split, conversations, utt_ids, labels
+        self.split, self.conversations, self.utt_ids = split, conversations, utt_ids
+        self.labels, self.scores = labels, scores
 
     def __call__(self, positions: list[int]) -> dict[str, Any]:
         convs = [self.conversations[p] for p in positions]
         index, mask = pad_conversations(convs)
         labels = self.labels[index].masked_fill(~mask, IGNORE_INDEX)
+        scores = self.scores[index].masked_fill(~mask, float("nan"))
         return {
             "split": self.split,
             "index": index,
             "mask": mask,
             "labels": labels,
+            "scores": scores,
             "utt_ids": [[self.utt_ids[i] for i in conv] for conv in convs],
         }

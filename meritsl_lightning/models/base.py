@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import torch
 from lightning.pytorch import LightningModule
 from torch import nn
-from torchmetrics import ConfusionMatrix, MetricCollection
+from torchmetrics import ConfusionMatrix, MeanAbsoluteError, MetricCollection, PearsonCorrCoef
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from meritsl_lightning.data_modules.base import ERCDataModule, SplitData
@@ -54,6 +54,7 @@ class BaseStageModule(LightningModule):
     def __init__(
         self,
         label_names: list[str] | None = None,
+        task: str = "classification",
         lr: float = 1e-4,
         weight_decay: float = 0.01,
         warmup_ratio: float = 0.0,
@@ -65,9 +66,16 @@ class BaseStageModule(LightningModule):
                 f"{type(self).__name__} needs label_names; the CLI links them from the data module "
                 "(data.label_names), in Python pass label_names=datamodule.label_names"
             )
+        if task not in ("classification", "regression"):
+            raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
+        if task == "regression" and len(label_names) != 2:
+            raise ValueError(f"a regression task reports a binarised score with labels [negative, positive], got {label_names}")
         self.save_hyperparameters()
         self.label_names = list(label_names)
         self.num_classes = len(self.label_names)
+        self.task = task
+        # regression: one output, the score; its sign gives the [negative, positive] label (>= 0 is positive)
+        self.num_outputs = 1 if task == "regression" else self.num_classes
         self.cache = EmbeddingCache(cache_dir)
         self._inputs: dict[str, Any] = {}  # split -> frozen-upstream tensors (never part of the state dict)
         self._device_inputs: dict[str, Any] = {}
@@ -83,6 +91,7 @@ class BaseStageModule(LightningModule):
 
     def configure_losses(self) -> None:
         self.criterion = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
+        self.regression_criterion = nn.L1Loss()
 
     def configure_metrics(self) -> None:
         # keyed by split prefix; "train" cannot be a ModuleDict key (it is nn.Module.train)
@@ -91,6 +100,10 @@ class BaseStageModule(LightningModule):
         self.confusion = nn.ModuleDict(
             {f"{p}_": ConfusionMatrix(task="multiclass", num_classes=self.num_classes) for p in ("val", "test")}
         )
+        if self.task == "regression":
+            self.regression_metrics = nn.ModuleDict(
+                {f"{p}_": MetricCollection({"mae": MeanAbsoluteError(), "pearson": PearsonCorrCoef()}) for p in SPLIT_PREFIX.values()}
+            )
 
     @abstractmethod
     def logits(self, batch: dict[str, Any]) -> torch.Tensor:
@@ -125,6 +138,8 @@ class BaseStageModule(LightningModule):
         dm = self.trainer.datamodule
         if not isinstance(dm, ERCDataModule):
             raise TypeError(f"{type(self).__name__} needs a meritsl data module (ERCDataModule), got {type(dm).__name__}")
+        if dm.task != self.task:
+            raise ValueError(f"{type(self).__name__} was built for a {self.task} task, the data module ({dm.corpus}/{dm.protocol}) is {dm.task}")
         if dm.label_names != self.label_names:
             raise ValueError(
                 f"{type(self).__name__} was built for labels {self.label_names} but the data module "
@@ -173,17 +188,25 @@ class BaseStageModule(LightningModule):
         return self.cache.get_or_compute(key, lambda: frozen_embeddings(self.frozen(checkpoint), data, device))
 
     # -- steps ----------------------------------------------------------------------------------------------
-    def _flat(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.logits(batch)
-        labels = batch["labels"]
-        logits, labels = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)
-        keep = labels != IGNORE_INDEX
-        return logits[keep], labels[keep]
+    def target_mask(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Which utterances of a batch count in the loss and metrics (flattened)."""
+        if self.task == "regression":
+            return ~torch.isnan(batch["scores"].reshape(-1))
+        return batch["labels"].reshape(-1) != IGNORE_INDEX
 
     def _step(self, batch: dict[str, Any], prefix: str) -> torch.Tensor:
-        logits, labels = self._flat(batch)
-        loss = self.criterion(logits.float(), labels)
-        preds = logits.argmax(-1)
+        outputs = self.logits(batch)
+        outputs = outputs.reshape(-1, outputs.shape[-1])
+        keep = self.target_mask(batch)
+        outputs, labels = outputs[keep], batch["labels"].reshape(-1)[keep]
+        if self.task == "regression":
+            pred, scores = outputs[:, 0].float(), batch["scores"].reshape(-1)[keep].float()
+            loss = self.regression_criterion(pred, scores)
+            self.regression_metrics[f"{prefix}_"].update(pred, scores)
+            preds = (pred >= 0).long()
+        else:
+            loss = self.criterion(outputs.float(), labels)
+            preds = outputs.argmax(-1)
         self.metrics[f"{prefix}_"].update(preds, labels)
         if f"{prefix}_" in self.per_class_f1:
             self.per_class_f1[f"{prefix}_"].update(preds, labels)
@@ -201,8 +224,8 @@ class BaseStageModule(LightningModule):
         self._step(batch, "test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
-        logits = self.logits(batch)
-        probs = logits.float().softmax(-1)
+        logits = self.logits(batch).float()
+        probs = logits if self.task == "regression" else logits.softmax(-1)
         utt_ids = batch["utt_ids"]
         out = []
         if logits.dim() == 3:
@@ -213,6 +236,9 @@ class BaseStageModule(LightningModule):
         return out
 
     def _prediction(self, utt_id: str, probs: torch.Tensor) -> dict[str, Any]:
+        if self.task == "regression":
+            score = float(probs[0])
+            return {"utt_id": utt_id, "score": round(score, 6), "label": self.label_names[int(score >= 0)]}
         return {
             "utt_id": utt_id,
             "label": self.label_names[int(probs.argmax())],
@@ -233,6 +259,8 @@ class BaseStageModule(LightningModule):
             self._reset(prefix)
             return
         values = self.metrics[f"{prefix}_"].compute()
+        if self.task == "regression":
+            values.update(self.regression_metrics[f"{prefix}_"].compute())
         # torchmetrics already synced these across ranks; sync_dist only silences Lightning's DDP warning
         self.log_dict({f"{prefix}/{k}": v for k, v in values.items()}, sync_dist=True)
         if f"{prefix}_" in self.per_class_f1:
@@ -244,6 +272,8 @@ class BaseStageModule(LightningModule):
 
     def _reset(self, prefix: str) -> None:
         self.metrics[f"{prefix}_"].reset()
+        if self.task == "regression":
+            self.regression_metrics[f"{prefix}_"].reset()
         if f"{prefix}_" in self.per_class_f1:
             self.per_class_f1[f"{prefix}_"].reset()
             self.confusion[f"{prefix}_"].reset()
@@ -287,6 +317,7 @@ class BaseStageModule(LightningModule):
             "modality": self.modality,
             "class_path": f"{cls.__module__}.{cls.__qualname__}",
             "label_names": self.label_names,
+            "task": self.task,
             "embedding_dim": self.embedding_dim,
             "upstream_identity": self.upstream_identity(),
         }

@@ -50,6 +50,7 @@ def read_stage_checkpoint(
     stages: tuple[str, ...],
     modality: str | None = None,
     label_names: list[str] | None = None,
+    task: str | None = None,
 ) -> StageCheckpoint:
     """Check that ``path`` is a meritsl checkpoint of one of ``stages`` (and ``modality``, ``label_names``).
 
@@ -74,6 +75,8 @@ def read_stage_checkpoint(
         raise CheckpointMismatch(
             f"{role}: {path} was trained on labels {meta['label_names']}, but this model has labels {list(label_names)}"
         )
+    if task is not None and meta.get("task", "classification") != task:
+        raise CheckpointMismatch(f"{role}: {path} was trained for a {meta.get('task')} task, but this model is {task}")
     return StageCheckpoint(
         path=str(p.resolve()),
         stage=meta["stage"],

@@ -32,15 +32,16 @@ class ContextModule(BaseStageModule):
         dropout: float = 0.3,
         embedding_batch_size: int = 32,
         label_names: list[str] | None = None,
+        task: str = "classification",
         lr: float = 1e-4,
         weight_decay: float = 0.01,
         warmup_ratio: float = 0.0,
         cache_dir: str | None = None,
     ) -> None:
         self.upstream = read_stage_checkpoint(
-            stage1_checkpoint, role="stage1_checkpoint", stages=("stage1",), label_names=label_names
+            stage1_checkpoint, role="stage1_checkpoint", stages=("stage1",), label_names=label_names, task=task
         )
-        super().__init__(label_names, lr, weight_decay, warmup_ratio, cache_dir)
+        super().__init__(label_names, task, lr, weight_decay, warmup_ratio, cache_dir)
         self.hparams["stage1_checkpoint"] = self.upstream.path  # absolute, so the run can move directories
 
     @property
@@ -56,7 +57,7 @@ class ContextModule(BaseStageModule):
             dropout=self.hparams.dropout,
         )
         self.dropout = nn.Dropout(self.hparams.dropout)
-        self.classifier = nn.Linear(self.context.output_dim, self.num_classes)
+        self.classifier = nn.Linear(self.context.output_dim, self.num_outputs)
 
     @property
     def embedding_dim(self) -> int:

@@ -28,18 +28,19 @@ class FusionModule(BaseStageModule):
         num_layers: int = 2,
         dropout: float = 0.5,
         label_names: list[str] | None = None,
+        task: str = "classification",
         lr: float = 1e-4,
         weight_decay: float = 0.01,
         warmup_ratio: float = 0.0,
         cache_dir: str | None = None,
     ) -> None:
         self.text_upstream = read_stage_checkpoint(
-            stage2_text_checkpoint, role="stage2_text_checkpoint", stages=("stage2",), modality="text", label_names=label_names
+            stage2_text_checkpoint, role="stage2_text_checkpoint", stages=("stage2",), modality="text", label_names=label_names, task=task
         )
         self.audio_upstream = read_stage_checkpoint(
-            stage2_audio_checkpoint, role="stage2_audio_checkpoint", stages=("stage2",), modality="audio", label_names=label_names
+            stage2_audio_checkpoint, role="stage2_audio_checkpoint", stages=("stage2",), modality="audio", label_names=label_names, task=task
         )
-        super().__init__(label_names, lr, weight_decay, warmup_ratio, cache_dir)
+        super().__init__(label_names, task, lr, weight_decay, warmup_ratio, cache_dir)
         self.hparams["stage2_text_checkpoint"] = self.text_upstream.path
         self.hparams["stage2_audio_checkpoint"] = self.audio_upstream.path
 
@@ -47,7 +48,7 @@ class FusionModule(BaseStageModule):
         self.fusion = CoAttentionFusion(
             self.text_upstream.embedding_dim,
             self.audio_upstream.embedding_dim,
-            self.num_classes,
+            self.num_outputs,
             dim=self.hparams.dim,
             num_heads=self.hparams.num_heads,
             num_layers=self.hparams.num_layers,

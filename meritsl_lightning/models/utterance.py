@@ -34,17 +34,18 @@ class TextUtteranceModule(BaseStageModule):
         dropout: float = 0.1,
         embedding_batch_size: int = 64,
         label_names: list[str] | None = None,
+        task: str = "classification",
         lr: float = 2e-5,
         weight_decay: float = 0.01,
         warmup_ratio: float = 0.06,
         cache_dir: str | None = None,
     ) -> None:
-        super().__init__(label_names, lr, weight_decay, warmup_ratio, cache_dir)
+        super().__init__(label_names, task, lr, weight_decay, warmup_ratio, cache_dir)
 
     def configure_models(self) -> None:
         self.encoder = TextEncoder(self.hparams.model_name_or_path, self.hparams.pooling, self.hparams.max_length)
         self.dropout = nn.Dropout(self.hparams.dropout)
-        self.classifier = nn.Linear(self.encoder.output_dim, self.num_classes)
+        self.classifier = nn.Linear(self.encoder.output_dim, self.num_outputs)
 
     @property
     def embedding_dim(self) -> int:
@@ -90,12 +91,13 @@ class SpeechUtteranceModule(BaseStageModule):
         activation: str = "none",
         extraction_batch_seconds: float = 64.0,
         label_names: list[str] | None = None,
+        task: str = "classification",
         lr: float = 1e-4,
         weight_decay: float = 0.0,
         warmup_ratio: float = 0.0,
         cache_dir: str | None = None,
     ) -> None:
-        super().__init__(label_names, lr, weight_decay, warmup_ratio, cache_dir)
+        super().__init__(label_names, task, lr, weight_decay, warmup_ratio, cache_dir)
 
     def configure_models(self) -> None:
         encoder = build_speech_encoder(self.hparams.speech_encoder, **(self.hparams.encoder_options or {}))
@@ -104,7 +106,7 @@ class SpeechUtteranceModule(BaseStageModule):
         self.head = SpeechUtteranceHead(
             encoder.num_layers,
             encoder.feature_dim,
-            self.num_classes,
+            self.num_outputs,
             projection_dim=self.hparams.projection_dim,
             embedding_dim=self.hparams.embedding_dim,
             dropout=self.hparams.dropout,
@@ -123,44 +125,56 @@ class SpeechUtteranceModule(BaseStageModule):
         return self.speech_encoder.identity()
 
     def encoder_features(self, data: SplitData, device: torch.device) -> torch.Tensor:
-        """Frozen speech-encoder features [N, L, D] of a split (cached)."""
-        key = {
-            "kind": "speech_encoder",
-            "model": self.speech_encoder.identity(),
-            **data.cache_key(),
-        }
+        """Frozen speech-encoder features [N, L, D] of a split (cached); zeros where a row has no usable audio."""
+        if all(u.audio_path is None for u in data.rows):
+            raise ValueError(
+                f"{data.corpus}/{data.split}: none of the {len(data.rows)} utterances has audio "
+                f"(e.g. {data.rows[0].utt_id if data.rows else '-'}); a speech stage needs a manifest with audio, "
+                "not one prepared with --text-only"
+            )
+        key = {"kind": "speech_encoder", "model": self.speech_encoder.identity(), **data.cache_key()}
 
         def compute() -> torch.Tensor:
-            missing = [u.utt_id for u in data.rows if not u.audio_path]
-            if missing:
-                raise ValueError(
-                    f"{data.corpus}/{data.split}: {len(missing)} utterances have no audio (e.g. {missing[:3]}); "
-                    "a speech stage needs a manifest with audio (not --text-only)"
-                )
-            encoder = self.speech_encoder.to(device)
+            encoder = self.speech_encoder
+            usable = has_audio(data)
+            out = torch.zeros(len(data.rows), encoder.num_layers, encoder.feature_dim)
+            # manifest start/end are times in the conversation; each row's file holds just that utterance
+            items = [(data.rows[i].audio_path, None, None) for i in usable.nonzero().flatten().tolist()]
             try:
-                # manifest start/end are times in the conversation; each row's file holds just that utterance
-                items = [(u.audio_path, None, None) for u in data.rows]
-                return extract_features(
+                out[usable] = extract_features(
                     encoder, items, device=device, max_batch_seconds=self.hparams.extraction_batch_seconds
                 ).float()
             finally:
                 encoder.cpu()
+            return out
 
         return self.cache.get_or_compute(key, compute)
 
-    def prepare_split(self, data: SplitData, device: torch.device) -> torch.Tensor:
-        return self.encoder_features(data, device)
+    def prepare_split(self, data: SplitData, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encoder_features(data, device), has_audio(data)
 
     def on_inputs_ready(self, stage: str) -> None:
         if stage == "fit":
-            self.head.set_feature_stats(self._inputs["train"])
+            features, usable = self._inputs["train"]
+            self.head.set_feature_stats(features[usable])
+
+    def target_mask(self, batch: dict[str, Any]) -> torch.Tensor:
+        # utterances whose clip is missing or corrupt carry no speech evidence: no loss, no metric
+        usable = self.split_inputs(batch["split"])[1][batch["index"]]
+        return super().target_mask(batch) & usable.reshape(-1)
 
     def logits(self, batch: dict[str, Any]) -> torch.Tensor:
-        features = self.split_inputs(batch["split"])[batch["index"]]
+        features = self.split_inputs(batch["split"])[0][batch["index"]]
         return self.head(features)[0]
 
     @torch.inference_mode()
     def compute_embeddings(self, data: SplitData, device: torch.device) -> torch.Tensor:
+        """Head embeddings; zero vectors for utterances without usable audio (Stage II sees them as such)."""
         features = self.encoder_features(data, device)
-        return torch.cat([self.head.embedding(chunk.to(device)).float().cpu() for chunk in features.split(1024)])
+        out = torch.cat([self.head.embedding(chunk.to(device)).float().cpu() for chunk in features.split(1024)])
+        return out * has_audio(data).unsqueeze(1)
+
+
+def has_audio(data: SplitData) -> torch.Tensor:
+    """[N] bool: the row has an audio file that the corpus parser found usable."""
+    return torch.tensor([u.audio_path is not None and u.audio_ok for u in data.rows], dtype=torch.bool)

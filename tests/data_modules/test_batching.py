@@ -38,7 +38,8 @@ def test_drop_last_length() -> None:
 
 def test_conversation_collation_pads_and_masks() -> None:
     labels = torch.tensor([0, 1, 2, IGNORE_INDEX, 3])
-    collate = ConversationCollator("test", [[0, 1, 2], [3, 4]], [f"u{i}" for i in range(5)], labels)
+    scores = torch.tensor([0.5, -1.0, 2.0, float("nan"), 0.0])
+    collate = ConversationCollator("test", [[0, 1, 2], [3, 4]], [f"u{i}" for i in range(5)], labels, scores)
     batch = collate([1, 0])
     assert batch["index"].tolist() == [[3, 4, 0], [0, 1, 2]]
     assert batch["mask"].tolist() == [[True, True, False], [True, True, True]]

@@ -141,5 +141,5 @@ def test_speech_stage_refuses_utterances_without_audio(chain: StageChain, tmp_pa
     write_manifest(rows, tmp_path / "text_only.jsonl")
     dm = IEMOCAPDataModule(manifest=str(tmp_path / "text_only.jsonl"))
     model = SpeechUtteranceModule(projection_dim=8, embedding_dim=8, label_names=dm.label_names, cache_dir=str(tmp_path / "c"))
-    with pytest.raises(ValueError, match="have no audio .*not --text-only"):
+    with pytest.raises(ValueError, match="none of the .* utterances has audio.*not one prepared with --text-only"):
         model.encoder_features(dm.split_data("train"), torch.device("cpu"))

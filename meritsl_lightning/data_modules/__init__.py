@@ -12,6 +12,7 @@ _EXPORTS = {
     "ERCDataModule": "meritsl_lightning.data_modules.base",
     "SplitData": "meritsl_lightning.data_modules.base",
     "IEMOCAPDataModule": "meritsl_lightning.data_modules.iemocap",
+    "SilverDataModule": "meritsl_lightning.data_modules.silver",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -20,7 +20,11 @@ from meritsl_lightning.nn.heads import SpeechUtteranceHead
 
 
 class TextUtteranceModule(BaseStageModule):
-    """Stage I text: transformer + pooling + dropout + linear classifier, fine-tuned end to end."""
+    """Stage I text: transformer + pooling + dropout + linear classifier, fine-tuned end to end.
+
+    ``model_name_or_path`` is a Hugging Face id or folder, or a ``TextPretrainModule`` checkpoint (``.ckpt``,
+    the LLM-supervised "RoBERTa-FT"): then its encoder is loaded and its 3-way head discarded.
+    """
 
     stage = "stage1"
     modality = "text"
@@ -43,7 +47,13 @@ class TextUtteranceModule(BaseStageModule):
         super().__init__(label_names, task, lr, weight_decay, warmup_ratio, cache_dir)
 
     def configure_models(self) -> None:
-        self.encoder = TextEncoder(self.hparams.model_name_or_path, self.hparams.pooling, self.hparams.max_length)
+        source = self.hparams.model_name_or_path
+        if str(source).endswith(".ckpt"):
+            from meritsl_lightning.models.text_pretrain import pretrained_text_encoder
+
+            self.encoder = pretrained_text_encoder(source, self.hparams.pooling, self.hparams.max_length)
+        else:
+            self.encoder = TextEncoder(source, self.hparams.pooling, self.hparams.max_length)
         self.dropout = nn.Dropout(self.hparams.dropout)
         self.classifier = nn.Linear(self.encoder.output_dim, self.num_outputs)
 

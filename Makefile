@@ -34,6 +34,7 @@ lint: install
 
 benchmark: install
 	$(OFFLINE) $(BIN)/python benchmarks/stage2_cache.py
+	$(OFFLINE) $(BIN)/python benchmarks/text_pretrain_throughput.py --device cpu --small
 
 gpu-check: install
 	$(OFFLINE) $(BIN)/python benchmarks/gpu_check.py

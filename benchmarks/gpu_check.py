@@ -3,10 +3,11 @@
     python benchmarks/gpu_check.py                # on a CUDA machine (what `make gpu-check` runs)
     python benchmarks/gpu_check.py --device cpu --small   # the same code path, tiny, on a CPU
 
-Throughput rows (random weights, lengths of the demo corpus):
-- Stage I text training step through Lightning, RoBERTa-large-shaped encoder, batch 32: utterances/s;
+Throughput rows (random weights):
+- text pre-training / Stage I text step, RoBERTa-large-shaped, batch 32: LightningModule vs plain loop
+  (benchmarks/text_pretrain_throughput.py);
 - frozen speech-encoder feature extraction, WavLM-base-shaped: audio seconds per second;
-- Stage II and Stage III training steps on cached embeddings: conversations/s.
+- Stage II epoch with the embedding cache vs recomputing Stage I (benchmarks/stage2_cache.py).
 """
 
 from __future__ import annotations
@@ -20,41 +21,10 @@ import time
 from pathlib import Path
 
 import torch
-from lightning.pytorch import Callback, Trainer
 
-from meritsl_lightning.data_modules import IEMOCAPDataModule
 from meritsl_lightning.data_modules.iemocap_parser import parse_iemocap
 from meritsl_lightning.encoders.speech import HFSpeechEncoder, extract_features
-from meritsl_lightning.models import TextUtteranceModule
-from meritsl_lightning.tiny_models import build_tiny_roberta, build_tiny_wavlm
-
-WARMUP_STEPS = 5
-
-
-class StepTimer(Callback):
-    """Wall time and utterances of the training steps after a warm-up."""
-
-    def __init__(self) -> None:
-        self.start: float | None = None
-        self.utterances = 0
-        self.steps = 0
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if batch_idx == WARMUP_STEPS:
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            self.start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if batch_idx >= WARMUP_STEPS:
-            self.utterances += len(batch["texts"])
-            self.steps += 1
-
-    def rate(self) -> tuple[float, float]:
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - (self.start or time.perf_counter())
-        return self.utterances / max(seconds, 1e-9), 1000 * seconds / max(self.steps, 1)
+from meritsl_lightning.tiny_models import build_tiny_wavlm
 
 
 def run_demo_chain(out: Path, accelerator: str, precision: str) -> dict:
@@ -65,21 +35,6 @@ def run_demo_chain(out: Path, accelerator: str, precision: str) -> dict:
     ]
     subprocess.run(cmd, check=True)
     return json.loads((out / "summary.json").read_text())
-
-
-def text_throughput(out: Path, corpus: Path, accelerator: str, precision: str, small: bool) -> tuple[float, float]:
-    texts = [u.text for u in parse_iemocap(corpus).utterances]
-    size = dict(hidden_size=64, num_layers=2, heads=2) if small else dict(hidden_size=1024, num_layers=24, heads=16)
-    encoder = build_tiny_roberta(out / "roberta-large-shaped", texts, **size)
-    dm = IEMOCAPDataModule(root=str(corpus), batch_size=32)
-    model = TextUtteranceModule(str(encoder), label_names=dm.label_names, lr=2e-5, cache_dir=str(out / "cache"))
-    timer = StepTimer()
-    trainer = Trainer(
-        accelerator=accelerator, devices=1, precision=precision, max_epochs=1, limit_train_batches=WARMUP_STEPS + 20,
-        limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False, callbacks=[timer],
-    )
-    trainer.fit(model, datamodule=dm)
-    return timer.rate()
 
 
 def speech_throughput(out: Path, corpus: Path, device: str, small: bool) -> float:
@@ -122,9 +77,11 @@ def main() -> int:
     print("\n".join(["every stage on", *rows, f"chain: {time.perf_counter() - t0:.0f} s"]))
 
     corpus = out / "demo" / "data" / "IEMOCAP_full_release"
-    utt_s, ms_step = text_throughput(out, corpus, accelerator, precision, args.small)
-    shape = "tiny" if args.small else "RoBERTa-large-shaped"
-    print(f"Stage I text training ({shape}, batch 32, {precision}): {utt_s:.0f} utt/s, {ms_step:.1f} ms/step")
+    bench = Path(__file__).resolve().parent
+    small = ["--small"] if args.small else []
+    # Stage I text / pre-training step: the LightningModule against a plain loop
+    subprocess.run([sys.executable, str(bench / "text_pretrain_throughput.py"), "--device", args.device, "--out", str(out / "text"), *small])
+    subprocess.run([sys.executable, str(bench / "stage2_cache.py"), "--demo-dir", str(out / "demo")])
     audio_s = speech_throughput(out, corpus, args.device, args.small)
     print(f"speech features ({'tiny' if args.small else 'WavLM-base-shaped'}): {audio_s:.0f} audio-s/s")
     return 0

@@ -11,9 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from meritsl_lightning.data_modules.cmu_mosi_parser import PROTOCOLS as CMU_MOSI_PROTOCOLS
+from meritsl_lightning.data_modules.cmu_mosi_parser import parse_cmu_mosi
 from meritsl_lightning.data_modules.iemocap_parser import PROTOCOLS as IEMOCAP_PROTOCOLS
 from meritsl_lightning.data_modules.iemocap_parser import parse_iemocap
 from meritsl_lightning.data_modules.manifest import CorpusProblem, ParseResult, build_report, write_manifest
+from meritsl_lightning.data_modules.meld_parser import PROTOCOLS as MELD_PROTOCOLS
+from meritsl_lightning.data_modules.meld_parser import parse_meld
 
 MANIFEST_NAME = "manifest.jsonl"
 REPORT_NAME = "report.json"
@@ -37,6 +41,18 @@ CORPORA: dict[str, CorpusEntry] = {
         protocols=tuple(IEMOCAP_PROTOCOLS),
         default_protocol="iemocap4",
         help="IEMOCAP_full_release (Session1..Session5)",
+    ),
+    "meld": CorpusEntry(
+        parse=parse_meld,
+        protocols=tuple(MELD_PROTOCOLS),
+        default_protocol="meld7",
+        help="MELD.Raw (train/dev/test_sent_emo.csv + train_splits/, dev_splits_complete/, output_repeated_splits_test/)",
+    ),
+    "cmu_mosi": CorpusEntry(
+        parse=parse_cmu_mosi,
+        protocols=tuple(CMU_MOSI_PROTOCOLS),
+        default_protocol="mosi2",
+        help="CMU-MOSI raw archive (the folder holding Raw/: Audio/WAV_16000/Segmented, Transcript/Segmented, Labels)",
     ),
 }
 

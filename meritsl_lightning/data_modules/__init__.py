@@ -12,6 +12,8 @@ _EXPORTS = {
     "ERCDataModule": "meritsl_lightning.data_modules.base",
     "SplitData": "meritsl_lightning.data_modules.base",
     "IEMOCAPDataModule": "meritsl_lightning.data_modules.iemocap",
+    "MELDDataModule": "meritsl_lightning.data_modules.meld",
+    "CMUMOSIDataModule": "meritsl_lightning.data_modules.cmu_mosi",
     "SilverDataModule": "meritsl_lightning.data_modules.silver",
 }
 __all__ = sorted(_EXPORTS)

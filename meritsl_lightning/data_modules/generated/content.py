@@ -20,6 +20,16 @@ drew ``none`` has one turn re-drawn, so every segment can be recovered from both
 (Stage III), while one modality alone misses the segments where only the other carries a cue
 (Stage II), and a single utterance misses every uncued turn (Stage I).
 
+Words: neutral sentences come from 36 templates over about 250 slot words (objects, places, times,
+people, errands). Text cues fill 20 frames shared by the three emotions with the emotion's
+adjectives, judgements, exclamations and phrases, so that only the emotion words tell the emotions
+apart (about 45 words per emotion occur nowhere else: ``emotion_keywords``).
+
+Voice: each speaker has an espeak-ng voice and a neutral pitch, rate and loudness; every turn adds
+jitter (pitch +-4, rate +-8 wpm, loudness +-1 dB). A voice cue shifts them (``VOICE_SHIFTS``): ang
++10 pitch, +50 wpm, +7 dB; hap +30 pitch, +20 wpm, +3.5 dB; sad -22 pitch, -50 wpm, -7 dB and
+60 ms pauses between words.
+
 A fraction ``other_fraction`` of turns are *other* turns: outside the segments, neutral words and
 voice, meant to receive a code that the 4-class protocols drop (IEMOCAP: ``xxx``, ``fru``, ...).
 
@@ -207,7 +217,7 @@ _EMOTION_WORDS: dict[str, dict[str, tuple[str, ...]]] = {
         ),
         "excl": (
             "Oh no.", "I just want to cry.", "It's all over.", "Why did this happen?",
-            "Nobody cares anymore.", "I can't go on like this.", "It's hopeless.", "Please, just let it go.",
+            "Nobody cares anymore.", "I can't bear this anymore.", "It's hopeless.", "Please, just let it go.",
         ),
         "phrase": (
             "I miss the way things used to be.", "He's gone and he's never coming back.",
@@ -219,12 +229,28 @@ _EMOTION_WORDS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 
 
-def emotion_lexicon(emotion: str) -> frozenset[str]:
-    """The lower-cased words that the emotion's text cues are built from (for checks and baselines)."""
-    words = _EMOTION_WORDS[emotion]
-    return frozenset(
-        w.strip(string.punctuation).lower() for group in words.values() for item in group for w in item.split()
-    )
+def _words(texts: list[str] | tuple[str, ...]) -> set[str]:
+    return {w.strip(string.punctuation).lower() for text in texts for w in text.split()} - {""}
+
+
+class _Blank(dict):
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def _frame_words(templates: tuple[str, ...]) -> set[str]:
+    return _words([string.Formatter().vformat(t, (), _Blank()) for t in templates])
+
+
+def emotion_keywords(emotion: str) -> frozenset[str]:
+    """Words that occur only in `emotion`'s text cues: in no neutral sentence, frame or other emotion."""
+    own = _words([item for group in _EMOTION_WORDS[emotion].values() for item in group])
+    shared = _words([item for group in _SLOTS.values() for item in group])
+    shared |= _frame_words(_NEUTRAL_TEMPLATES) | _frame_words(_EMOTION_TEMPLATES)
+    for other, groups in _EMOTION_WORDS.items():
+        if other != emotion:
+            shared |= _words([item for group in groups.values() for item in group])
+    return frozenset(own - shared)
 
 
 def _fill(rng: random.Random, template: str, slots: dict[str, tuple[str, ...]]) -> str:

@@ -1,8 +1,10 @@
 """Speech for the generated corpora: espeak-ng, resampled to 16 kHz mono, written as PCM16 WAV.
 
+Each utterance is spoken by espeak-ng with the turn's voice, pitch, rate and word gap, trimmed of
+espeak's own silences at both ends, resampled to 16 kHz, scaled so that its active speech has the
+turn's level in dBFS, padded with 0.3 s at both ends and laid over a -60 dBFS noise floor.
 Synthesis is deterministic: espeak-ng's output depends only on the text and the settings, the
-resampler is deterministic on CPU, and the low noise floor added under the speech comes from a
-seeded generator.
+resampler is deterministic on CPU, and the noise comes from a per-utterance seed.
 """
 
 from __future__ import annotations

@@ -101,7 +101,7 @@ def _run_pipeline(name: str, argv: list[str]) -> int:
 
 def _pipeline_help() -> str:
     lines = ["meritsl pipeline commands (each has --help):"]
-    lines += [f"  {name:<10} {help_}" for name, (_, help_) in PIPELINE_COMMANDS.items()]
+    lines += [f"  {name:<13} {help_}" for name, (_, help_) in PIPELINE_COMMANDS.items()]
     lines.append("training commands (LightningCLI): fit, validate, test, predict --config CONFIG.yaml")
     return "\n".join(lines)
 

@@ -18,6 +18,8 @@ from meritsl_lightning.data_modules.iemocap_parser import parse_iemocap
 from meritsl_lightning.data_modules.manifest import CorpusProblem, ParseResult, build_report, write_manifest
 from meritsl_lightning.data_modules.meld_parser import PROTOCOLS as MELD_PROTOCOLS
 from meritsl_lightning.data_modules.meld_parser import parse_meld
+from meritsl_lightning.data_modules.msp_podcast_parser import PROTOCOLS as MSP_PODCAST_PROTOCOLS
+from meritsl_lightning.data_modules.msp_podcast_parser import parse_msp_podcast
 
 MANIFEST_NAME = "manifest.jsonl"
 REPORT_NAME = "report.json"
@@ -53,6 +55,12 @@ CORPORA: dict[str, CorpusEntry] = {
         protocols=tuple(CMU_MOSI_PROTOCOLS),
         default_protocol="mosi2",
         help="CMU-MOSI raw archive (the folder holding Raw/: Audio/WAV_16000/Segmented, Transcript/Segmented, Labels)",
+    ),
+    "msp_podcast": CorpusEntry(
+        parse=parse_msp_podcast,
+        protocols=tuple(MSP_PODCAST_PROTOCOLS),
+        default_protocol="msp_all",
+        help="MSP-PODCAST-Publish-1.xx (Audios/, Labels/labels_consensus.csv or .json, optional Transcripts/, Partitions.txt)",
     ),
 }
 

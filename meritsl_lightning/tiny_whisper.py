@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from meritsl_lightning.tiny_models import _is_built, _mark_built
+from meritsl_lightning.tiny_models import RECIPE_FILE, _is_built, _mark_built
 
 TEXT_VOCAB_MULTILINGUAL = 50257  # the real Whisper text vocabulary size; ctranslate2 expects it when multilingual
 NUM_LANGUAGES = 99  # Whisper before large-v3 (large-v3 adds "yue")
 NUM_TIMESTAMPS = 1501  # <|0.00|> ... <|30.00|>
 TASK_TOKENS = ("<|translate|>", "<|transcribe|>", "<|startoflm|>", "<|startofprev|>", "<|nocaptions|>", "<|notimestamps|>")
+BUILD_FILES = {"model.bin", "config.json", "vocabulary.json", "tokenizer.json", "preprocessor_config.json", RECIPE_FILE}
 TOKENIZER_CORPUS = (
     "the quick brown fox jumps over the lazy dog. i am so happy today, this is wonderful news! "
     "that is terrible, i can not believe you did that again. we will meet at the station at nine. "
@@ -37,10 +37,11 @@ def build_tiny_whisper_ct2(out_dir: str | os.PathLike, multilingual: bool = Fals
         return out
     from ctranslate2.converters import TransformersConverter
 
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in BUILD_FILES) if out.is_dir() else []
+    if foreign:  # the converter replaces the whole folder; never delete what is not ours
+        raise FileExistsError(f"{out}: not a tiny Whisper folder (holds {', '.join(foreign[:5])}); pick an empty one")
     with tempfile.TemporaryDirectory(prefix="tiny-whisper-hf-") as hf_dir:
         _build_hf_whisper(Path(hf_dir), multilingual, seed)
-        if out.exists():
-            shutil.rmtree(out)
         TransformersConverter(hf_dir, copy_files=["tokenizer.json", "preprocessor_config.json"]).convert(
             str(out), quantization="int8", force=True
         )

@@ -14,6 +14,7 @@ _EXPORTS = {
     "IEMOCAPDataModule": "meritsl_lightning.data_modules.iemocap",
     "MELDDataModule": "meritsl_lightning.data_modules.meld",
     "CMUMOSIDataModule": "meritsl_lightning.data_modules.cmu_mosi",
+    "MSPPodcastDataModule": "meritsl_lightning.data_modules.msp_podcast",
     "SilverDataModule": "meritsl_lightning.data_modules.silver",
 }
 __all__ = sorted(_EXPORTS)

@@ -41,7 +41,15 @@ class CMUMOSIDataModule(ERCDataModule):
         bucket_multiplier: int = 50,
     ) -> None:
         super().__init__(
-            protocol, manifest, batch_size, eval_batch_size, num_workers, on_error, text_only, predict_split, bucket_multiplier
+            protocol,
+            manifest,
+            batch_size,
+            eval_batch_size,
+            num_workers,
+            on_error,
+            text_only,
+            predict_split,
+            bucket_multiplier,
         )
         if root is None and manifest is None:
             raise ValueError("CMUMOSIDataModule needs root (the folder holding Raw/) or manifest")
@@ -51,7 +59,11 @@ class CMUMOSIDataModule(ERCDataModule):
     def parse(self) -> ParseResult:
         assert self.root is not None
         return parse_cmu_mosi(
-            self.root, protocol=self.protocol, on_error=self.on_error, text_only=self.text_only, video_list=self.video_list
+            self.root,
+            protocol=self.protocol,
+            on_error=self.on_error,
+            text_only=self.text_only,
+            video_list=self.video_list,
         )
 
     def assign_splits(self, rows: list[Utterance]) -> list[Utterance]:
@@ -60,6 +72,11 @@ class CMUMOSIDataModule(ERCDataModule):
         split_of = {v: split for split, videos in load_video_list(self.video_list).items() for v in videos}
         unlisted = sorted({u.dialogue_id for u in rows} - set(split_of))
         if unlisted:
-            log.warning("%d videos of %s are in no split of %s and are left out: %s", len(unlisted), self.manifest,
-                        self.video_list, " ".join(unlisted[:10]) + (" ..." if len(unlisted) > 10 else ""))  # fmt: skip
+            log.warning(
+                "%d videos of %s are in no split of %s and are left out: %s",
+                len(unlisted),
+                self.manifest,
+                self.video_list,
+                " ".join(unlisted[:10]) + (" ..." if len(unlisted) > 10 else ""),
+            )
         return [replace(u, split=split_of[u.dialogue_id]) for u in rows if u.dialogue_id in split_of]

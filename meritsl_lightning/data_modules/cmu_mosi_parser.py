@@ -36,8 +36,14 @@ SCORE_MIN, SCORE_MAX = -3.0, 3.0
 STANDARD_FOLDS_FILE = Path(__file__).resolve().parent / "resources" / "cmu_mosi_folds.json"
 LABEL_NAMES = ("negative", "positive")  # has-0 binarisation: score < 0 negative, score >= 0 positive
 # Names a video list may use for a split (the SDK says "valid").
-SPLIT_ALIASES = {"train": "train", "validation": "validation", "valid": "validation", "val": "validation",
-                 "dev": "validation", "test": "test"}  # fmt: skip
+SPLIT_ALIASES = {
+    "train": "train",
+    "validation": "validation",
+    "valid": "validation",
+    "val": "validation",
+    "dev": "validation",
+    "test": "test",
+}
 KNOWN_DEFECTS = [
     "Raw/Video/Full/c5xsKMxpXnc.mp4 is corrupt (CMU-MultimodalSDK issue #217; a valid-fold video): "
     "irrelevant here, audio is read from the segmented WAVs"
@@ -116,7 +122,9 @@ def _check_folds(folds: dict[str, list[str]], source: Path) -> dict[str, list[st
             if not isinstance(video, str) or not video.strip():
                 raise VideoListError(f"{source}: split {split!r}: expected video id strings, found {video!r}")
             if video in seen:
-                raise VideoListError(f"{source}: video {video!r} is listed in {seen[video]!r} and again in {split!r}")
+                raise VideoListError(
+                    f"{source}: video {video!r} is listed in {seen[video]!r} and again in {split!r}"
+                )
             seen[video] = split
     return {split: list(folds[split]) for split in SPLITS}
 
@@ -125,14 +133,18 @@ def _folds_from_json(obj: Any, path: Path) -> dict[str, list[str]]:
     if isinstance(obj, dict) and "folds" in obj:
         obj = obj["folds"]
     if not isinstance(obj, dict):
-        raise VideoListError(f"{path}: expected a JSON object {{'train': [...], 'validation': [...], 'test': [...]}}")
+        raise VideoListError(
+            f"{path}: expected a JSON object {{'train': [...], 'validation': [...], 'test': [...]}}"
+        )
     folds: dict[str, list[str]] = defaultdict(list)
     for key, videos in obj.items():
         split = SPLIT_ALIASES.get(str(key).lower())
         if split is None:
             raise VideoListError(f"{path}: unknown split {key!r}: expected one of {', '.join(SPLIT_ALIASES)}")
         if not isinstance(videos, list):
-            raise VideoListError(f"{path}: split {key!r}: expected a list of video ids, found {type(videos).__name__}")
+            raise VideoListError(
+                f"{path}: split {key!r}: expected a list of video ids, found {type(videos).__name__}"
+            )
         folds[split] += videos
     return dict(folds)
 
@@ -178,7 +190,7 @@ def standard_folds(path: str | Path | None = None) -> dict[str, list[str]]:
         raise FileNotFoundError(
             f"CMU-MOSI standard folds not found: expected {path}, the JSON copy of CMU-MultimodalSDK's "
             "cmu_mosi_std_folds.py (52 train / 10 valid / 31 test video ids) that ships with meritsl-lightning. "
-            "Reinstall the package, or pass video_list=FILE (JSON {\"train\": [...], \"validation\": [...], "
+            'Reinstall the package, or pass video_list=FILE (JSON {"train": [...], "validation": [...], '
             "\"test\": [...]} or lines 'SPLIT VIDEO_ID')."
         )
     return load_video_list(path)
@@ -263,8 +275,15 @@ def _number(text: str) -> float | None:
 class _MosiParser:
     """State of one parse: defect policy, folds, source checksums, notes for report.json."""
 
-    def __init__(self, raw: Path, spec: ProtocolSpec, on_error: OnError, deep: bool, text_only: bool,
-                 video_split: dict[str, str]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        raw: Path,
+        spec: ProtocolSpec,
+        on_error: OnError,
+        deep: bool,
+        text_only: bool,
+        video_split: dict[str, str],
+    ) -> None:
         self.raw = raw
         self.spec = spec
         self.deep = deep
@@ -295,21 +314,32 @@ class _MosiParser:
                 continue
             item = f"{fields[2]}_{fields[3]}" if len(fields) == 5 else f"line {lineno}"
             if len(fields) != 5 or not fields[2]:
-                self.defects.add(item, path, f"malformed label row: expected {_CSV_FORMAT}, found {line.strip()[:120]!r}", lineno)
+                self.defects.add(
+                    item,
+                    path,
+                    f"malformed label row: expected {_CSV_FORMAT}, found {line.strip()[:120]!r}",
+                    lineno,
+                )
                 continue
             start, end, video, segment_raw, score_raw = fields
             segment = _number(segment_raw)
             t0, t1 = _number(start), _number(end)
             if segment is None or segment != int(segment) or segment < 1 or t0 is None or t1 is None:
                 self.defects.add(
-                    item, path,
+                    item,
+                    path,
                     f"malformed label row: expected numeric start/end and a segment number >= 1 in {_CSV_FORMAT}, found {line.strip()[:120]!r}",
                     lineno,
-                )  # fmt: skip
+                )
                 continue
             score = _number(score_raw)
             if score is None:
-                self.defects.add(item, path, f"score {score_raw!r} is not a number: expected a real value in [-3, 3]", lineno)
+                self.defects.add(
+                    item,
+                    path,
+                    f"score {score_raw!r} is not a number: expected a real value in [-3, 3]",
+                    lineno,
+                )
                 continue
             if not SCORE_MIN <= score <= SCORE_MAX:
                 self.defects.add(item, path, f"score {score_raw} is outside [-3, 3]", lineno)
@@ -320,8 +350,11 @@ class _MosiParser:
             key = (video, int(segment))
             if key in first:
                 self.defects.add(
-                    item, path, f"duplicate segment: {video} segment {int(segment)} is already labelled at line {first[key]}; the first is kept", lineno
-                )  # fmt: skip
+                    item,
+                    path,
+                    f"duplicate segment: {video} segment {int(segment)} is already labelled at line {first[key]}; the first is kept",
+                    lineno,
+                )
                 continue
             first[key] = lineno
             if t1 == t0:
@@ -334,7 +367,9 @@ class _MosiParser:
         path = self.raw / TRANSCRIPT_DIR / f"{video}{TRANSCRIPT_SUFFIX}"
         if not path.is_file():
             self.defects.add(
-                video, path, f"missing transcript file: expected it for the {n_labelled} labelled segments of {video}"
+                video,
+                path,
+                f"missing transcript file: expected it for the {n_labelled} labelled segments of {video}",
             )
             return None
         try:
@@ -349,16 +384,20 @@ class _MosiParser:
             m = TRANSCRIPT_LINE.match(line)
             if m is None:
                 self.defects.add(
-                    f"{video} line {lineno}", path,
-                    f"malformed transcript line: expected '<segment>_DELIM_<text>', found {line.strip()[:120]!r}", lineno,
-                )  # fmt: skip
+                    f"{video} line {lineno}",
+                    path,
+                    f"malformed transcript line: expected '<segment>_DELIM_<text>', found {line.strip()[:120]!r}",
+                    lineno,
+                )
                 continue
             segment, text = int(m.group(1)), m.group(2).strip()
             if segment in found:
                 self.defects.add(
-                    f"{video}_{segment}", path,
-                    f"duplicate transcript line for segment {segment}: first at line {found[segment].line}; the first is kept", lineno,
-                )  # fmt: skip
+                    f"{video}_{segment}",
+                    path,
+                    f"duplicate transcript line for segment {segment}: first at line {found[segment].line}; the first is kept",
+                    lineno,
+                )
                 continue
             found[segment] = _TranscriptLine(text, lineno)
         return found
@@ -368,10 +407,11 @@ class _MosiParser:
         split = self.video_split.get(video)
         if split is None:
             self.defects.add(
-                video, labels_path,
+                video,
+                labels_path,
                 f"video in no fold: expected it in the train, validation or test list; its {len(rows)} labelled segments are left out",
                 rows[0].line,
-            )  # fmt: skip
+            )
             return []
         transcripts = self.transcripts(video, len(rows))
         tr_path = self.raw / TRANSCRIPT_DIR / f"{video}{TRANSCRIPT_SUFFIX}"
@@ -388,22 +428,33 @@ class _MosiParser:
             utt.utt_index = i
         return out
 
-    def utterance(self, split: str, row: _LabelRow, transcript: _TranscriptLine | None, tr_path: Path) -> Utterance | None:
+    def utterance(
+        self, split: str, row: _LabelRow, transcript: _TranscriptLine | None, tr_path: Path
+    ) -> Utterance | None:
         utt_id = f"{row.video}_{row.segment}"
         if transcript is None:
             self.defects.add(
-                utt_id, self.raw / LABELS_CSV,
-                f"labelled segment without a transcript line: expected '{row.segment}_DELIM_<text>' in {tr_path}", row.line,
-            )  # fmt: skip
+                utt_id,
+                self.raw / LABELS_CSV,
+                f"labelled segment without a transcript line: expected '{row.segment}_DELIM_<text>' in {tr_path}",
+                row.line,
+            )
             return None
         if not transcript.text:
-            self.defects.add(utt_id, tr_path, "empty transcript: expected the segment's words after '_DELIM_'", transcript.line)
+            self.defects.add(
+                utt_id,
+                tr_path,
+                "empty transcript: expected the segment's words after '_DELIM_'",
+                transcript.line,
+            )
             return None
         wav: Path | None = self.raw / WAV_DIR / f"{utt_id}.wav"
         if self.text_only:
             wav = None  # transcripts and labels only: the media need not exist
         elif not wav.is_file():
-            self.defects.add(utt_id, wav, "missing audio file: expected the segment's wav here, found no file")
+            self.defects.add(
+                utt_id, wav, "missing audio file: expected the segment's wav here, found no file"
+            )
             return None
         elif (problem := check_wav(wav, self.deep)) is not None:
             self.defects.add(utt_id, wav, problem)  # unreadable, or zero-length (0 frames)
@@ -454,9 +505,13 @@ def compare_with_published(
     signs = score_breakdown(utterances)
     for split in SPLITS:
         if segments[split] != PUBLISHED["segments"][split]:
-            warnings.append(f"{split}: {segments[split]} segments, the published count is {PUBLISHED['segments'][split]}")
+            warnings.append(
+                f"{split}: {segments[split]} segments, the published count is {PUBLISHED['segments'][split]}"
+            )
         if videos[split] != PUBLISHED["videos"][split]:
-            warnings.append(f"{split}: {videos[split]} videos, the published count is {PUBLISHED['videos'][split]}")
+            warnings.append(
+                f"{split}: {videos[split]} videos, the published count is {PUBLISHED['videos'][split]}"
+            )
         for sign, n in PUBLISHED["scores"][split].items():
             found = signs.get(split, {}).get(sign, 0)
             if found != n:
@@ -492,7 +547,9 @@ def parse_cmu_mosi(
         raise ValueError(f"on_error: expected 'fail' or 'skip', found {on_error!r}")
     raw = find_raw_root(root)
     if not (raw / TRANSCRIPT_DIR).is_dir():
-        raise FileNotFoundError(f"CMU-MOSI {raw}: expected the transcript folder {raw / TRANSCRIPT_DIR}, found none")
+        raise FileNotFoundError(
+            f"CMU-MOSI {raw}: expected the transcript folder {raw / TRANSCRIPT_DIR}, found none"
+        )
     if not text_only and not (raw / WAV_DIR).is_dir():
         raise FileNotFoundError(
             f"CMU-MOSI {raw}: expected the segmented audio folder {raw / WAV_DIR}, found none "
@@ -506,7 +563,9 @@ def parse_cmu_mosi(
     utterances = [u for video in sorted(by_video) for u in parser.video(video, by_video[video])]
     transcripts = raw / TRANSCRIPT_DIR
     unlabelled_files = sorted(
-        p.stem for p in transcripts.glob(f"*{TRANSCRIPT_SUFFIX}") if not p.name.startswith("._") and p.stem not in by_video
+        p.stem
+        for p in transcripts.glob(f"*{TRANSCRIPT_SUFFIX}")
+        if not p.name.startswith("._") and p.stem not in by_video
     )
     info = {
         "root": str(raw),
@@ -514,7 +573,9 @@ def parse_cmu_mosi(
         "target": spec.target,
         "binarisation": "has-0: score < 0 -> negative, score >= 0 -> positive",
         "protocol_description": spec.description,
-        "split_source": "CMU-MultimodalSDK standard folds" if standard else f"video list {Path(video_list).expanduser()}",  # type: ignore[arg-type]
+        "split_source": "CMU-MultimodalSDK standard folds"
+        if standard
+        else f"video list {Path(video_list).expanduser()}",  # type: ignore[arg-type]
         "fold_videos": {s: len(v) for s, v in folds.items()},
         "videos": {s: len({u.dialogue_id for u in utterances if u.split == s}) for s in SPLITS},
         "score_breakdown": score_breakdown(utterances),

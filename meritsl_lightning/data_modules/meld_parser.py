@@ -270,7 +270,7 @@ class _CsvText:
 
 
 def decode_csv(raw: bytes) -> _CsvText:
-    """UTF-8 (BOM stripped); lines that are not UTF-8 are decoded as cp1252, one by one."""
+    """UTF-8 (BOM stripped); bytes that are not UTF-8 are read as cp1252 (line by line, byte run by byte run)."""
     bom = raw.startswith(b"\xef\xbb\xbf")
     if bom:
         raw = raw[3:]
@@ -283,10 +283,23 @@ def decode_csv(raw: bytes) -> _CsvText:
         try:
             lines.append(piece.decode("utf-8"))
         except UnicodeDecodeError:
-            # cp1252 leaves 5 byte values undefined; those (never seen in MELD) become U+FFFD
-            lines.append(piece.decode("cp1252", errors="replace"))
+            lines.append(_mixed_line(piece))
             fallback += 1
     return _CsvText("\n".join(lines), f"utf-8 with {fallback} cp1252 line(s)")
+
+
+def _mixed_line(piece: bytes) -> str:
+    # a re-saved line may mix UTF-8 (…) and cp1252 (0x92 for ’): only the invalid byte runs are cp1252
+    out, pos = [], 0
+    while True:
+        try:
+            out.append(piece[pos:].decode("utf-8"))
+            return "".join(out)
+        except UnicodeDecodeError as e:
+            out.append(piece[pos : pos + e.start].decode("utf-8"))
+            # cp1252 leaves 5 byte values undefined; those (never seen in MELD) become U+FFFD
+            out.append(piece[pos + e.start : pos + e.end].decode("cp1252", errors="replace"))
+            pos += e.end
 
 
 def _parse_time(value: str) -> float | None:
@@ -413,7 +426,8 @@ class _MeldParser:
                 self.defects.row(
                     f"{split.name} line {line}",
                     path,
-                    f"malformed row: a quoted field does not close (stray '\"'); found {raw_line[:160]!r}",
+                    f"malformed row: bad quoting (a stray '\"' in a quoted field, or a quote that does not close); "
+                    f"found {raw_line[:160]!r}",
                     line,
                 )
                 continue

@@ -193,6 +193,8 @@ class OpenAIBackend:
         async with AsyncOpenAI(
             api_key=self._api_key, base_url=self.base_url, timeout=self.timeout, max_retries=self.max_retries
         ) as client:
+            if self.base_url:
+                await self._probe_version()
 
             async def worker() -> None:
                 while not queue.empty():
@@ -211,12 +213,30 @@ class OpenAIBackend:
                     task.cancel()
                 await asyncio.gather(*workers, return_exceptions=True)
 
+    async def _probe_version(self) -> None:
+        """Note a local server's version (vLLM ``/version``, Ollama ``/api/version``); silent when it has none."""
+        import httpx2  # the openai client's own HTTP library
+
+        root = self.base_url.rstrip("/").removesuffix("/v1") if self.base_url else ""
+        async with httpx2.AsyncClient(timeout=min(self.timeout, 5.0)) as http:
+            for path in ("/version", "/api/version"):
+                try:
+                    response = await http.get(root + path)
+                    version = response.json().get("version") if response.status_code == 200 else None
+                except (httpx2.HTTPError, ValueError, AttributeError):
+                    continue
+                if isinstance(version, str):
+                    self._server["version"] = version
+                    return
+
     async def _label(self, client: Any, item_id: str, text: str) -> Outcome:
         replies: list[str] = []
         for _ in range(1 + self.parse_retries):
             if replies:
                 self.stats["follow_ups"] += 1
-            replies.append(await self._complete(client, item_id, self.prompt.messages(text, self.labels, replies)))
+            replies.append(
+                await self._complete(client, item_id, self.prompt.messages(text, self.labels, replies))
+            )
             label = parse_label(replies[-1], self.labels)
             if label is not None:
                 return Outcome(label, replies)
@@ -247,7 +267,9 @@ class OpenAIBackend:
                 ) from None
             except openai.APIStatusError as e:
                 if e.status_code not in RETRYABLE_STATUS and e.status_code < 500:
-                    raise ItemFailed(self.redact(f"item {item_id}: HTTP {e.status_code}: {e.message}")) from None
+                    raise ItemFailed(
+                        self.redact(f"item {item_id}: HTTP {e.status_code}: {e.message}")
+                    ) from None
                 last_error = f"HTTP {e.status_code}: {e.message}"
                 retry_after = parse_retry_after(e.response.headers)
             except openai.APITimeoutError:
@@ -261,7 +283,10 @@ class OpenAIBackend:
             delay = self._delay(attempt, retry_after)
             self.stats["retries"] += 1
             log.warning(
-                "%s", self.redact(f"item {item_id}: {last_error}; retry {attempt + 1}/{self.item_retries} in {delay:.1f} s")
+                "%s",
+                self.redact(
+                    f"item {item_id}: {last_error}; retry {attempt + 1}/{self.item_retries} in {delay:.2f} s"
+                ),
             )
             await asyncio.sleep(delay)
         raise ItemFailed(
@@ -360,8 +385,11 @@ class TransformersBackend:
         self.parse_retries = parse_retries
         self.max_new_tokens = max_new_tokens
         self.gguf_file = gguf_file
-        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                                   ("cpu" if device == "auto" else device))
+        self.device = torch.device(
+            "cuda"
+            if device == "auto" and torch.cuda.is_available()
+            else ("cpu" if device == "auto" else device)
+        )
         if dtype == "auto":
             use_bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
             self.dtype = torch.bfloat16 if use_bf16 else torch.float32
@@ -451,8 +479,12 @@ class TransformersBackend:
 
         encoded = [self._encode(self._render(chat)) for chat in chats]
         width = max(len(ids) for ids in encoded)
-        input_ids = torch.tensor([[self.pad_id] * (width - len(ids)) + ids for ids in encoded], device=self.device)
-        mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in encoded], device=self.device)
+        input_ids = torch.tensor(
+            [[self.pad_id] * (width - len(ids)) + ids for ids in encoded], device=self.device
+        )
+        mask = torch.tensor(
+            [[0] * (width - len(ids)) + [1] * len(ids) for ids in encoded], device=self.device
+        )
         config = GenerationConfig(
             max_new_tokens=self.max_new_tokens,
             do_sample=False,
@@ -462,7 +494,9 @@ class TransformersBackend:
         self.stats["requests"] += len(chats)
         with torch.inference_mode():
             out = self.lm.generate(input_ids=input_ids, attention_mask=mask, generation_config=config)
-        return [reply.strip() for reply in self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)]
+        return [
+            reply.strip() for reply in self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+        ]
 
     def score(self, texts: Sequence[str]) -> list[dict[str, float]]:
         """Per text, each label's summed token log-probability as the assistant's reply."""
@@ -547,4 +581,3 @@ def model_fingerprint(model: str, gguf_file: str | None = None) -> str:
     if gguf_file:
         digest.update(os.fsencode(gguf_file))
     return digest.hexdigest()[:16]
-

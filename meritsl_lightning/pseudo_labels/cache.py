@@ -37,7 +37,9 @@ def recover_jsonl(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
                 f.write(b"\n")
             data += b"\n"
         else:
-            log.warning("%s: dropping a torn last line (%d bytes) left by an interrupted run", path, len(tail))
+            log.warning(
+                "%s: dropping a torn last line (%d bytes) left by an interrupted run", path, len(tail)
+            )
             with open(path, "r+b") as f:
                 f.truncate(cut)
             data = data[:cut]

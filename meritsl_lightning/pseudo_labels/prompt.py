@@ -47,7 +47,9 @@ class Prompt:
         """The stricter follow-up sent after a reply without a label word."""
         return self.follow_up.replace(LABELS_SLOT, join_labels(labels))
 
-    def messages(self, text: str, labels: Sequence[str], earlier_replies: Sequence[str] = ()) -> list[dict[str, str]]:
+    def messages(
+        self, text: str, labels: Sequence[str], earlier_replies: Sequence[str] = ()
+    ) -> list[dict[str, str]]:
         """The chat for one sentence: the prompt, then one (reply, follow-up) pair per earlier unparsable reply."""
         chat = [{"role": "user", "content": self.render(text, labels)}]
         for reply in earlier_replies:
@@ -71,7 +73,9 @@ def load_prompt(path: str | Path | None) -> Prompt:
     except OSError as e:
         raise ValueError(f"prompt file {path}: cannot be read ({e.strerror})") from e
     if TEXT_SLOT not in template:
-        raise ValueError(f"prompt file {path}: expected a {TEXT_SLOT} placeholder where the sentence goes; none found")
+        raise ValueError(
+            f"prompt file {path}: expected a {TEXT_SLOT} placeholder where the sentence goes; none found"
+        )
     digest = hashlib.sha256(template.encode()).hexdigest()[:12]
     return Prompt(template, f"file:{path.name}:{digest}")
 

@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import time
+import traceback
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -63,47 +64,96 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--input", type=Path, required=True, help='transcripts JSONL: rows {"id", "text", ...}')
     p.add_argument("--out", type=Path, required=True, help="silver-label JSONL, appended to (resumable)")
-    p.add_argument("--backend", choices=("openai", "transformers"), required=True,
-                   help="openai: any OpenAI-compatible server (OpenAI, vLLM, Ollama, llama.cpp); "
-                        "transformers: a local causal LM folder or hub id")
+    p.add_argument(
+        "--backend",
+        choices=("openai", "transformers"),
+        required=True,
+        help="openai: any OpenAI-compatible server (OpenAI, vLLM, Ollama, llama.cpp); "
+        "transformers: a local causal LM folder or hub id",
+    )
     p.add_argument("--model", required=True, help="model name on the server, or causal LM folder / hub id")
-    p.add_argument("--labels", default=",".join(DEFAULT_LABELS), help="comma-separated label set (default: %(default)s)")
-    p.add_argument("--prompt", type=Path, help="prompt template file with a {text} slot (and optionally {labels}); "
-                                                "default: the paper's prompt")
-    p.add_argument("--gold-field", help="a transcript field holding a reference label: copied to the output and "
-                                        "scored against (lower-cased) in the report")
+    p.add_argument(
+        "--labels", default=",".join(DEFAULT_LABELS), help="comma-separated label set (default: %(default)s)"
+    )
+    p.add_argument(
+        "--prompt",
+        type=Path,
+        help="prompt template file with a {text} slot (and optionally {labels}); default: the paper's prompt",
+    )
+    p.add_argument(
+        "--gold-field",
+        help="a transcript field holding a reference label: copied to the output and "
+        "scored against (lower-cased) in the report",
+    )
     p.add_argument("--report", type=Path, help="report JSON (default: OUT with suffix .report.json)")
     p.add_argument("--cache", type=Path, help="response cache folder (default: OUT.cache)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the response cache")
-    p.add_argument("--parse-retries", type=int, default=1,
-                   help="stricter follow-ups after a reply with no label word, before the item is recorded "
-                        "unlabelled (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed sent to the server / used locally")
+    p.add_argument(
+        "--parse-retries",
+        type=int,
+        default=1,
+        help="stricter follow-ups after a reply with no label word, before the item is recorded "
+        "unlabelled (default: %(default)s)",
+    )
+    p.add_argument("--max-tokens", type=int, default=16, help="reply length limit (default: %(default)s)")
 
     server = p.add_argument_group("openai backend")
-    server.add_argument("--base-url", default=os.environ.get("OPENAI_BASE_URL"),
-                        help="server URL ending in /v1, e.g. http://localhost:8000/v1 (default: $OPENAI_BASE_URL, "
-                             "else OpenAI)")
-    server.add_argument("--api-key-env", default="OPENAI_API_KEY",
-                        help="name of the environment variable holding the API key (default: %(default)s); the key "
-                             "is read from there only. With --base-url and the variable unset, a dummy non-secret "
-                             "key is sent, as local servers (vLLM, Ollama, llama.cpp) need none")
-    server.add_argument("--concurrency", type=int, default=8, help="requests in flight (default: %(default)s)")
-    server.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default: %(default)s)")
-    server.add_argument("--max-retries", type=int, default=2,
-                        help="retries inside the openai client per request (default: %(default)s)")
-    server.add_argument("--item-retries", type=int, default=4,
-                        help="further retries per request after the client gives up, with exponential backoff, "
-                             "jitter and Retry-After (default: %(default)s)")
-    server.add_argument("--backoff-base", type=float, default=1.0, help="first backoff in seconds (default: %(default)s)")
-    server.add_argument("--backoff-max", type=float, default=60.0, help="longest backoff in seconds (default: %(default)s)")
-    server.add_argument("--max-tokens", type=int, default=16, help="reply length limit (default: %(default)s)")
+    server.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed sent with each request, where the server supports one (default: %(default)s)",
+    )
+    server.add_argument(
+        "--base-url",
+        default=os.environ.get("OPENAI_BASE_URL"),
+        help="server URL ending in /v1, e.g. http://localhost:8000/v1 (default: $OPENAI_BASE_URL, "
+        "else OpenAI)",
+    )
+    server.add_argument(
+        "--api-key-env",
+        default="OPENAI_API_KEY",
+        help="name of the environment variable holding the API key (default: %(default)s); the key "
+        "is read from there only. With --base-url and the variable unset, a dummy non-secret "
+        "key is sent, as local servers (vLLM, Ollama, llama.cpp) need none",
+    )
+    server.add_argument(
+        "--concurrency", type=int, default=8, help="requests in flight (default: %(default)s)"
+    )
+    server.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds per request (default: %(default)s)"
+    )
+    server.add_argument(
+        "--max-retries",
+        type=int,
+        default=2,
+        help="retries inside the openai client per request (default: %(default)s)",
+    )
+    server.add_argument(
+        "--item-retries",
+        type=int,
+        default=4,
+        help="further retries per request after the client gives up, with exponential backoff, "
+        "jitter and Retry-After (default: %(default)s)",
+    )
+    server.add_argument(
+        "--backoff-base", type=float, default=1.0, help="first backoff in seconds (default: %(default)s)"
+    )
+    server.add_argument(
+        "--backoff-max", type=float, default=60.0, help="longest backoff in seconds (default: %(default)s)"
+    )
 
     local = p.add_argument_group("transformers backend")
-    local.add_argument("--method", choices=("generate", "logprob"), default="generate",
-                       help="generate: greedy reply, parsed; logprob: the label with the highest summed token "
-                            "log-probability (always a label) (default: %(default)s)")
-    local.add_argument("--batch-size", type=int, default=8, help="sentences per forward pass (default: %(default)s)")
+    local.add_argument(
+        "--method",
+        choices=("generate", "logprob"),
+        default="generate",
+        help="generate: greedy reply, parsed; logprob: the label with the highest summed token "
+        "log-probability (always a label) (default: %(default)s)",
+    )
+    local.add_argument(
+        "--batch-size", type=int, default=8, help="sentences per forward pass (default: %(default)s)"
+    )
     local.add_argument("--device", default="auto", help="auto (GPU when available), cpu, cuda, cuda:1, ...")
     local.add_argument("--dtype", default="auto", help="auto (bfloat16 on GPU, float32 on CPU), float16, ...")
     local.add_argument("--gguf-file", help="a GGUF file inside the --model folder (needs the gguf package)")
@@ -126,6 +176,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, FatalBackendError) as e:
         print(f"meritsl pseudo-label: error: {redact(str(e))}", file=sys.stderr)
         return EXIT_FATAL
+    except Exception:  # an unexpected failure still must not print the key
+        print(redact(traceback.format_exc()), file=sys.stderr)
+        return EXIT_FATAL
     finally:
         for handler in root.handlers:
             handler.removeFilter(redact)
@@ -139,7 +192,9 @@ def run(args: argparse.Namespace, secret: str | None, redact: Redactor) -> int:
     except ValueError as e:
         raise UsageError(str(e)) from None
     if args.backend == "openai" and args.method != "generate":
-        raise UsageError("--method logprob needs --backend transformers (servers return text, not label scores)")
+        raise UsageError(
+            "--method logprob needs --backend transformers (servers return text, not label scores)"
+        )
     for name in ("concurrency", "batch_size"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -148,6 +203,11 @@ def run(args: argparse.Namespace, secret: str | None, redact: Redactor) -> int:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if not args.input.is_file():
         raise UsageError(f"--input {args.input}: no such file")
+    if args.backend == "openai" and not secret and not args.base_url:
+        raise UsageError(
+            f"no API key: set the environment variable {args.api_key_env} (or name another with --api-key-env), "
+            "or pass --base-url for a local server that needs none"
+        )
     out: Path = args.out
     report_path: Path = args.report or out.with_suffix(".report.json")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -167,22 +227,35 @@ def make_backend(
     """The back-end the arguments ask for."""
     if args.backend == "transformers":
         return TransformersBackend(
-            args.model, labels, prompt, method=args.method, batch_size=args.batch_size,
-            parse_retries=args.parse_retries, max_new_tokens=args.max_tokens, device=args.device,
-            dtype=args.dtype, gguf_file=args.gguf_file,
+            args.model,
+            labels,
+            prompt,
+            method=args.method,
+            batch_size=args.batch_size,
+            parse_retries=args.parse_retries,
+            max_new_tokens=args.max_tokens,
+            device=args.device,
+            dtype=args.dtype,
+            gguf_file=args.gguf_file,
         )
     if not secret:
-        if not args.base_url:
-            raise UsageError(
-                f"no API key: set the environment variable {args.api_key_env} (or name another with --api-key-env), "
-                "or pass --base-url for a local server that needs none"
-            )
         log.info("%s is not set: sending a dummy key to %s", args.api_key_env, args.base_url)
     return OpenAIBackend(
-        args.model, labels, prompt, api_key=secret or DUMMY_API_KEY, base_url=args.base_url,
-        concurrency=args.concurrency, timeout=args.timeout, max_retries=args.max_retries,
-        item_retries=args.item_retries, parse_retries=args.parse_retries, seed=args.seed,
-        max_tokens=args.max_tokens, backoff_base=args.backoff_base, backoff_max=args.backoff_max, redact=redact,
+        args.model,
+        labels,
+        prompt,
+        api_key=secret or DUMMY_API_KEY,
+        base_url=args.base_url,
+        concurrency=args.concurrency,
+        timeout=args.timeout,
+        max_retries=args.max_retries,
+        item_retries=args.item_retries,
+        parse_retries=args.parse_retries,
+        seed=args.seed,
+        max_tokens=args.max_tokens,
+        backoff_base=args.backoff_base,
+        backoff_max=args.backoff_max,
+        redact=redact,
     )
 
 
@@ -205,7 +278,9 @@ def read_transcripts(path: Path, gold_field: str | None, done: set[str]) -> tupl
                 skipped["malformed"] += 1
                 continue
             if item_id in seen:
-                log.warning("%s:%d: item %s: duplicate id, skipped (the first row is labelled)", path, lineno, item_id)
+                log.warning(
+                    "%s:%d: item %s: duplicate id, skipped (the first row is labelled)", path, lineno, item_id
+                )
                 skipped["duplicate_id"] += 1
                 continue
             seen.add(item_id)
@@ -280,8 +355,14 @@ def _label_all(
         if now - last_progress >= PROGRESS_EVERY_S:
             last_progress = now
             done_now = counts["labelled"] + counts["unlabelled"]
-            log.info("%d/%d items done (%d unlabelled, %d failed), %.1f items/s", done_now, len(items),
-                     counts["unlabelled"], len(failures), counts["from_backend"] / (now - started))
+            log.info(
+                "%d/%d items done (%d unlabelled, %d failed), %.1f items/s",
+                done_now,
+                len(items),
+                counts["unlabelled"],
+                len(failures),
+                counts["from_backend"] / (now - started),
+            )
 
     pending: list[tuple[str, str]] = []
     aborted = None
@@ -294,8 +375,12 @@ def _label_all(
             else:
                 pending.append((item.id, item.text))
         started = time.perf_counter()
-        log.info("%d items to label (%d from the cache, %d done before)", len(pending), counts["from_cache"],
-                 skipped["done_before"])
+        log.info(
+            "%d items to label (%d from the cache, %d done before)",
+            len(pending),
+            counts["from_cache"],
+            skipped["done_before"],
+        )
         try:
             backend.run(pending, sink)
         except FatalBackendError as e:
@@ -309,7 +394,16 @@ def _label_all(
 
     rows, _ = recover_jsonl(out)
     report = build_report(
-        args, labels, prompt, backend, rows, counts, skipped, failures, elapsed, aborted,
+        args,
+        labels,
+        prompt,
+        backend,
+        rows,
+        counts,
+        skipped,
+        failures,
+        elapsed,
+        aborted,
         cache_dir=None if cache is None else str(cache.path.parent),
     )
     tmp = report_path.with_name(f".{report_path.name}.tmp")
@@ -325,8 +419,10 @@ def _label_all(
         print(f"meritsl pseudo-label: error: {aborted}", file=sys.stderr)
         return EXIT_FATAL
     if failures:
-        print(f"meritsl pseudo-label: {len(failures)} items failed (listed in the report); run again to retry them",
-              file=sys.stderr)
+        print(
+            f"meritsl pseudo-label: {len(failures)} items failed (listed in the report); run again to retry them",
+            file=sys.stderr,
+        )
         return EXIT_SOME_FAILED
     return EXIT_OK
 
@@ -363,8 +459,11 @@ def build_report(
         "rows": len(rows),
         "label_counts": {label: label_counts.get(label, 0) for label in labels},
         "unlabelled": unlabelled,
-        "parse_failure_rate": unlabelled / len(rows) if rows else 0.0,
-        "skipped": {key: skipped.get(key, 0) for key in ("done_before", "error", "empty_text", "duplicate_id", "malformed")},
+        "parse_failure_rate": round(unlabelled / len(rows), 4) if rows else 0.0,
+        "skipped": {
+            key: skipped.get(key, 0)
+            for key in ("done_before", "error", "empty_text", "duplicate_id", "malformed")
+        },
         "this_run": {
             "labelled": counts["labelled"],
             "unlabelled": counts["unlabelled"],
@@ -427,8 +526,10 @@ def gold_agreement(rows: list[dict[str, Any]], labels: list[str], gold_field: st
     def scores(p: torch.Tensor, t: torch.Tensor, classes: int) -> dict[str, float]:
         return {
             "n": int(t.numel()),
-            "accuracy": float(multiclass_accuracy(p, t, num_classes=classes, average="micro")),
-            "weighted_f1": float(multiclass_f1_score(p, t, num_classes=classes, average="weighted")),
+            "accuracy": round(float(multiclass_accuracy(p, t, num_classes=classes, average="micro")), 4),
+            "weighted_f1": round(
+                float(multiclass_f1_score(p, t, num_classes=classes, average="weighted")), 4
+            ),
         }
 
     labelled = preds < n

@@ -9,6 +9,12 @@ Crash safety and scale-out follow :mod:`meritsl_lightning.pseudo_labels.shards`:
 and fsynced after every batch, a rerun skips the ids already in the output (``--retry-errors`` redoes
 the failed ones), and ranks from ``--shard i/n`` or the launcher's environment write their own shard
 files, merged by ``--merge`` (or automatically by a later single-process run).
+
+Decoding: ``--batch-size 1`` runs ``WhisperModel.transcribe`` per clip (long-form decoding with
+temperature fallback). ``--batch-size N`` packs the <= 30 s pieces of N clips (VAD speech chunks with
+``--vad``, else 30 s windows) into one ``BatchedInferencePipeline`` call with explicit clip timestamps,
+which avoids its "No clip timestamps" error for audio over 30 s; that mode decodes at one temperature
+and does not condition on earlier text.
 """
 
 from __future__ import annotations
@@ -287,35 +293,39 @@ class WhisperTranscriber:
         return _text_fields(list(segments), info.language, info.language_probability)
 
     def _batched(self, audios: Sequence[np.ndarray]) -> list[dict[str, Any]]:
-        languages = [self._language(audio) for audio in audios]
+        pieces = [self._pieces(audio) for audio in audios]
+        languages = [self._language(clip_pieces) for clip_pieces in pieces]
         fields: list[dict[str, Any]] = [{} for _ in audios]
-        for language in sorted({code for code, _ in languages}):
+        for language in sorted({code for code, _ in languages}, key=str):
             members = [i for i, (code, _) in enumerate(languages) if code == language]
-            for i, segments in zip(members, self._batched_group([audios[i] for i in members], language), strict=True):
-                fields[i] = _text_fields(segments, language, languages[i][1])
+            segments = self._batched_group([pieces[i] for i in members], language)
+            for i, clip_segments in zip(members, segments, strict=True):
+                fields[i] = _text_fields(clip_segments, language, languages[i][1])
         return fields
 
-    def _language(self, audio: np.ndarray) -> tuple[str, float]:
+    def _language(self, pieces: Sequence[np.ndarray]) -> tuple[str | None, float | None]:
+        """The clip's language: the fixed one, or Whisper's guess from its (speech) pieces."""
         if self.options.language is not None or not self.multilingual:
             return self.options.language or "en", 1.0
-        code, probability, _ = self.model.detect_language(audio=audio, vad_filter=self.options.vad)
+        if not pieces:  # VAD found no speech: nothing to decide from, and no text to decode
+            return None, None
+        code, probability, _ = self.model.detect_language(audio=np.concatenate(pieces))
         return code, probability
 
-    def _batched_group(self, audios: Sequence[np.ndarray], language: str) -> list[list[Any]]:
-        """Segments of each clip, from one BatchedInferencePipeline call over the pieces of all clips."""
+    def _batched_group(self, clips: Sequence[Sequence[np.ndarray]], language: str | None) -> list[list[Any]]:
+        """Segments of each clip (given as pieces), from one BatchedInferencePipeline call over all pieces."""
         pieces, owners = [], []
-        for k, audio in enumerate(audios):
-            for piece in self._pieces(audio):
-                pieces.append(piece)
-                owners.append(k)
-        per_clip: list[list[Any]] = [[] for _ in audios]
+        for k, clip_pieces in enumerate(clips):
+            pieces.extend(clip_pieces)
+            owners.extend([k] * len(clip_pieces))
+        per_clip: list[list[Any]] = [[] for _ in clips]
         if not pieces:
             return per_clip
-        concatenated, clips, start_frames = _layout(pieces)
+        concatenated, clip_timestamps, start_frames = _layout(pieces)
         segments, _ = self.pipeline.transcribe(
             concatenated,
             language=language,
-            clip_timestamps=clips,  # explicit clips: no VAD pass, and no error for audio over 30 s
+            clip_timestamps=clip_timestamps,  # explicit clips: no VAD pass, and no error for audio over 30 s
             vad_filter=False,
             without_timestamps=True,
             batch_size=self.options.batch_size,
@@ -355,14 +365,14 @@ def _layout(pieces: Sequence[np.ndarray]) -> tuple[np.ndarray, list[dict[str, fl
     return concatenated, clips, [s * 100 // SAMPLE_RATE for s in starts]
 
 
-def _text_fields(segments: Sequence[Any], language: str, probability: float) -> dict[str, Any]:
+def _text_fields(segments: Sequence[Any], language: str | None, probability: float | None) -> dict[str, Any]:
     def mean(values: list[float]) -> float | None:
         return round(float(np.mean(values)), 4) if values else None
 
     return {
         "text": "".join(segment.text for segment in segments).strip(),
         "language": language,
-        "language_probability": round(float(probability), 4),
+        "language_probability": None if probability is None else round(float(probability), 4),
         "avg_logprob": mean([s.avg_logprob for s in segments]),
         "no_speech_prob": mean([s.no_speech_prob for s in segments]),
     }
@@ -494,19 +504,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="meritsl transcribe",
         description="Transcribe speech with faster-whisper into a JSON-lines file (resumable, shardable).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--input", help="manifest.jsonl from `meritsl prepare`, a folder of audio files, or one audio file")
     p.add_argument("--out", required=True, help="output JSON lines (shards write OUT.shard-K-of-N)")
     p.add_argument("--model", default=DEFAULT_MODEL, help="local CTranslate2 Whisper folder, size name or Hub id")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--compute-type", default=None, help="default: int8 on CPU, float16 on CUDA")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: cuda if ctranslate2 sees a GPU")
+    p.add_argument("--compute-type", default=None, help="ctranslate2 compute type; None: int8 on CPU, float16 on CUDA")
     p.add_argument("--batch-size", type=int, default=1, help="> 1: batched inference over several utterances (GPU)")
     p.add_argument("--vad", action="store_true", help="drop non-speech with Silero VAD before decoding")
     p.add_argument("--language", default=DEFAULT_LANGUAGE, help="language code, or 'auto' to detect per utterance")
-    p.add_argument("--beam-size", type=int, default=5)
-    p.add_argument("--temperature", type=float, default=None, help="default: faster-whisper's fallback schedule")
+    p.add_argument("--beam-size", type=int, default=5, help="beam width")
+    p.add_argument("--temperature", type=float, default=None, help="None: faster-whisper's fallback schedule")
     p.add_argument("--max-seconds", type=float, default=None, help="transcribe only the first S seconds of a clip")
-    p.add_argument("--cpu-threads", type=int, default=0, help="threads per process on CPU (0: ctranslate2 default)")
+    p.add_argument("--cpu-threads", type=int, default=0, help="threads per process on CPU; 0: ctranslate2's default")
     p.add_argument("--shard", default=None, help="I/N: this process is rank I of N (default: RANK/WORLD_SIZE, SLURM_PROCID/SLURM_NTASKS, LOCAL_RANK/LOCAL_WORLD_SIZE)")
     p.add_argument("--merge", action="store_true", help="merge OUT's shard files into OUT and exit")
     p.add_argument("--keep-shards", action="store_true", help="keep shard files after merging them")
@@ -557,7 +568,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
     print(
-        f"{summary['transcribed']} transcribed ({summary['errors']} errors), {summary['skipped']} already done; "
+        f"{summary['transcribed']} transcribed, {summary['errors']} failed (rows with an error), "
+        f"{summary['skipped']} already done; "
         f"{summary['audio_seconds']:.1f} s of audio in {summary['wall_seconds']:.1f} s "
         f"(real-time factor {summary['realtime_factor'] or 0:.1f}x) -> {summary['out']}"
     )

@@ -44,7 +44,11 @@ def _splits(result) -> dict[str, int]:
 # --- the shipped folds ---------------------------------------------------------------------------------
 def test_standard_folds_are_the_sdk_lists() -> None:
     folds = standard_folds()
-    assert {s: len(v) for s, v in folds.items()} == PUBLISHED["videos"] == {"train": 52, "validation": 10, "test": 31}
+    assert (
+        {s: len(v) for s, v in folds.items()}
+        == PUBLISHED["videos"]
+        == {"train": 52, "validation": 10, "test": 31}
+    )
     every = [v for videos in folds.values() for v in videos]
     assert len(set(every)) == 93 and all(len(v) == 11 for v in every)
     assert "c5xsKMxpXnc" in folds["validation"]  # the corrupt full video of datasets.md is a valid-fold video
@@ -134,7 +138,9 @@ def test_report_info(tmp_path: Path) -> None:
     assert info["videos"] == {"train": 3, "validation": 1, "test": 2}
     assert info["unlabelled_transcript_lines"] == 6  # one closing remark per video
     assert any("c5xsKMxpXnc.mp4" in d for d in info["known_defects"])
-    assert info["warnings"] == ["only 6 of the 93 standard-fold videos have labels; counts not compared with the published ones"]
+    assert info["warnings"] == [
+        "only 6 of the 93 standard-fold videos have labels; counts not compared with the published ones"
+    ]
     assert "Labels/OpinionLevelSentiment.csv" in info["source_files"]
     json.dumps(info)
 
@@ -153,19 +159,30 @@ def test_full_copy_matches_published_counts(tmp_path: Path) -> None:
 
     find_segment(videos, f"{folds['test'][0]}_1").labelled = False
     result = parse_cmu_mosi(write_mosi(tmp_path / "b", videos), text_only=True)
-    assert any(w.startswith("test: 685 segments, the published count is 686") for w in result.info["warnings"])
+    assert any(
+        w.startswith("test: 685 segments, the published count is 686") for w in result.info["warnings"]
+    )
 
 
 # --- video lists ---------------------------------------------------------------------------------------
 def test_video_list_json_overrides_the_folds(tmp_path: Path) -> None:
     corpus = write_mosi(tmp_path)
     vlist = tmp_path / "poria.json"
-    vlist.write_text(json.dumps({"train": ["2iD-tVS8NPw", "tmZoasNr4rU"], "valid": ["8d-gEyoeBzc"],
-                                 "test": ["Qr1Ca94K55A", "c5xsKMxpXnc", "zhpQhgha_KU"]}))  # fmt: skip
+    vlist.write_text(
+        json.dumps(
+            {
+                "train": ["2iD-tVS8NPw", "tmZoasNr4rU"],
+                "valid": ["8d-gEyoeBzc"],
+                "test": ["Qr1Ca94K55A", "c5xsKMxpXnc", "zhpQhgha_KU"],
+            }
+        )
+    )
     result = parse_cmu_mosi(corpus, video_list=vlist)
     assert _splits(result) == {"train": 7, "validation": 3, "test": 7}
     assert result.info["split_source"] == f"video list {vlist}"
-    assert result.info["warnings"] == ["split from a user video list: counts not compared with the published SDK-fold ones"]
+    assert result.info["warnings"] == [
+        "split from a user video list: counts not compared with the published SDK-fold ones"
+    ]
 
 
 def test_video_list_text_format(tmp_path: Path) -> None:
@@ -213,7 +230,9 @@ def test_label_without_wav(tmp_path: Path) -> None:
     videos = default_videos()
     find_segment(videos, "8d-gEyoeBzc_1").wav = False
     corpus = write_mosi(tmp_path, videos)
-    _fail_then_skip(corpus, "8d-gEyoeBzc_1", "missing audio file", wav_path(corpus, "8d-gEyoeBzc_1").resolve(), None)
+    _fail_then_skip(
+        corpus, "8d-gEyoeBzc_1", "missing audio file", wav_path(corpus, "8d-gEyoeBzc_1").resolve(), None
+    )
     # not fatal when only transcripts and labels are read
     assert _splits(parse_cmu_mosi(corpus, text_only=True)) == EXPECTED_SPLITS
 
@@ -246,11 +265,20 @@ def test_labelled_segment_without_transcript_line(tmp_path: Path) -> None:
     find_segment(videos, "2iD-tVS8NPw_3").transcribed = False
     corpus = write_mosi(tmp_path, videos)
     path = labels_path(corpus)
-    _fail_then_skip(corpus, "2iD-tVS8NPw_3", "without a transcript line", path.resolve(), line_of(path, "2iD-tVS8NPw,3,"))
+    _fail_then_skip(
+        corpus, "2iD-tVS8NPw_3", "without a transcript line", path.resolve(), line_of(path, "2iD-tVS8NPw,3,")
+    )
 
 
-@pytest.mark.parametrize(("score", "problem"), [("3.2", "outside [-3, 3]"), ("-3.01", "outside [-3, 3]"),
-                                                ("n/a", "is not a number"), ("nan", "is not a number")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("score", "problem"),
+    [
+        ("3.2", "outside [-3, 3]"),
+        ("-3.01", "outside [-3, 3]"),
+        ("n/a", "is not a number"),
+        ("nan", "is not a number"),
+    ],
+)
 def test_bad_scores(tmp_path: Path, score: str, problem: str) -> None:
     videos = default_videos()
     find_segment(videos, "tmZoasNr4rU_1").score = score

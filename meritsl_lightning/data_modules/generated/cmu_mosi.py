@@ -9,7 +9,10 @@ from the content model's building blocks (``content.py``); the sentiment structu
   Spans of the video's polarity are the most frequent; adjacent spans differ;
 - a ``pos``/``neg`` segment carries a cue as in the content model: ``text`` (35 %), ``voice`` (35 %),
   ``both`` (10 %) or ``none`` (20 %), at least one cued segment per span. Its score's sign is the span's,
-  its magnitude grows with the cue (``both`` 2-3, ``text``/``voice`` 1-2.6, ``none`` 0.4-1.6);
+  its magnitude grows with the cue (``both`` 2-3, ``text``/``voice`` 1-2.6, ``none`` 0.4-1.6). A ``neg``
+  voice is always the content model's ``sad`` voice (low, slow, quiet) and a ``pos`` voice its ``hap``
+  voice (high, faster, louder), so that vocal sentiment lies on one axis (``ang``'s loud, fast voice
+  would make "negative" two opposite voices); ``neg`` words are ``ang`` or ``sad`` words;
 - a ``neu`` segment's score is mild and follows the video's polarity (0 or +0.2..+0.6 in a positive
   review, -0.2..-0.6 in a negative one): only the rest of the monologue tells its sign.
 
@@ -19,7 +22,8 @@ testable. Scores are multiples of 0.2 (now and then of 1/3), as averages of anno
 
 Video ids are real ones, drawn from the CMU-MultimodalSDK standard folds (train videos from the train
 fold, and so on), so that the shipped folds split the generated corpus and ``prepare``, the data module
-and the demo need no extra argument. ``video_list.json`` beside ``Raw/`` states the same split in the
+and the demo need no extra argument. Split sizes follow ``GENERATED_SHARES`` (more validation and test
+data than the SDK folds' 11 % / 33 %, for steadier model selection and demo numbers). ``video_list.json`` beside ``Raw/`` states the same split in the
 user video-list format (pass it as ``video_list`` to make it explicit, or edit it to try another
 partition). Validation and test videos use espeak voices that no training video uses.
 
@@ -60,7 +64,12 @@ from meritsl_lightning.data_modules.generated.content import (
     segment_lengths,
     voice_for,
 )
-from meritsl_lightning.data_modules.generated.speech import SAMPLE_RATE, SynthesisJob, espeak_version, synthesize_many
+from meritsl_lightning.data_modules.generated.speech import (
+    SAMPLE_RATE,
+    SynthesisJob,
+    espeak_version,
+    synthesize_many,
+)
 
 CORPUS_FOLDER = "CMU_MOSI"
 VIDEO_LIST = "video_list.json"
@@ -76,9 +85,14 @@ SPAN_WEIGHTS = {
 }
 MAGNITUDE = {"both": (2.0, 3.0), "text": (1.0, 2.6), "voice": (1.0, 2.6), "none": (0.4, 1.6)}
 NEUTRAL_MAGNITUDE = (0.2, 0.6)
-NEUTRAL_ZERO_SHARE = 0.4  # of the neutral segments of positive reviews scored exactly 0 (positive under has-0)
+NEUTRAL_ZERO_SHARE = (
+    0.4  # of the neutral segments of positive reviews scored exactly 0 (positive under has-0)
+)
 THIRDS_SHARE = 0.1  # scores rounded to a multiple of 1/3 rather than 0.2
 STEREO_SHARE = 0.02
+GENERATED_SHARES = {"train": 0.55, "validation": 0.15, "test": 0.30}
+VOICE_EMOTION = {"pos": "hap", "neg": "sad", "neu": "neu"}
+NEG_TEXT_EMOTIONS = ("ang", "sad")  # the words of a neg span: one of these per span
 MIN_SPAN, MAX_SPAN = 2, 4
 
 
@@ -88,7 +102,8 @@ class _Segment:
     video: str
     number: int  # 1-based
     kind: str  # pos / neg / neu
-    emotion: str  # the content-model emotion whose cues it may carry (hap / ang / sad / neu)
+    emotion: str  # the content-model emotion of its words when text-cued (hap / ang / sad / neu)
+    voice_emotion: str  # the content-model emotion of its voice when voice-cued (hap / sad / neu)
     cue: str
     score: float
     score_text: str
@@ -115,16 +130,20 @@ def _seed32(*parts: object) -> int:
 
 
 def videos_per_split(videos: int, folds: dict[str, list[str]]) -> dict[str, int]:
-    """How many videos each split gets: the SDK folds' proportions, at least one each, at most the fold's size."""
+    """How many videos each split gets: ``GENERATED_SHARES``, at least one each, at most the fold's size."""
     total = sum(len(v) for v in folds.values())
     if not 3 <= videos <= total:
-        raise ValueError(f"videos: expected 3..{total} (one per split at least, the standard folds' videos at most), got {videos}")
-    counts = {s: min(len(folds[s]), max(1, round(videos * len(folds[s]) / total))) for s in ("validation", "test")}
+        raise ValueError(
+            f"videos: expected 3..{total} (one per split at least, the standard folds' videos at most), got {videos}"
+        )
+    counts = {
+        s: min(len(folds[s]), max(1, round(videos * GENERATED_SHARES[s]))) for s in ("validation", "test")
+    }
     counts["train"] = videos - counts["validation"] - counts["test"]
-    if counts["train"] > len(folds["train"]):
-        spill = counts["train"] - len(folds["train"])
-        counts["train"] -= spill
-        counts["test"] += spill
+    for split in ("test", "validation"):  # more videos than the train fold holds: the rest go elsewhere
+        moved = min(max(0, counts["train"] - len(folds["train"])), len(folds[split]) - counts[split])
+        counts[split] += moved
+        counts["train"] -= moved
     return {s: counts[s] for s in SPLITS}
 
 
@@ -161,7 +180,9 @@ def _score(rng: random.Random, kind: str, cue: str, polarity: int) -> float:
     return sign * rng.uniform(*MAGNITUDE[cue])
 
 
-def _plan_video(seed: int, split: str, video: str, speaker: Speaker, min_segments: int, max_segments: int) -> list[_Segment]:
+def _plan_video(
+    seed: int, split: str, video: str, speaker: Speaker, min_segments: int, max_segments: int
+) -> list[_Segment]:
     rng = _rng(seed, video, "content")
     polarity = rng.choice((1, -1))
     n = rng.randint(min_segments, max_segments)
@@ -169,17 +190,29 @@ def _plan_video(seed: int, split: str, video: str, speaker: Speaker, min_segment
     kinds = _span_kinds(rng, len(lengths), polarity)
     segments: list[_Segment] = []
     for length, kind in zip(lengths, kinds, strict=True):
-        emotion = {"pos": "hap", "neu": "neu"}.get(kind) or rng.choice(("ang", "sad"))
+        emotion = {"pos": "hap", "neu": "neu"}.get(kind) or rng.choice(NEG_TEXT_EMOTIONS)
         cues = ["none"] * length if kind == "neu" else _span_cues(rng, length)
         for cue in cues:
             text_emotion = emotion if cue in ("text", "both") else "neu"
-            voice_emotion = emotion if cue in ("voice", "both") else "neu"
+            voice_emotion = VOICE_EMOTION[kind] if cue in ("voice", "both") else "neu"
             text = emotional_sentence(rng, text_emotion) if text_emotion != "neu" else neutral_sentence(rng)
             score, score_text = _quantize(rng, _score(rng, kind, cue, polarity))
             number = len(segments) + 1
             segments.append(
-                _Segment(split, video, number, kind, emotion, cue, score, score_text, text,
-                         voice_for(rng, speaker, voice_emotion), _seed32(seed, video, number))  # fmt: skip
+                _Segment(
+                    split=split,
+                    video=video,
+                    number=number,
+                    kind=kind,
+                    emotion=emotion,
+                    voice_emotion=VOICE_EMOTION[kind],
+                    cue=cue,
+                    score=score,
+                    score_text=score_text,
+                    text=text,
+                    voice=voice_for(rng, speaker, voice_emotion),
+                    noise_seed=_seed32(seed, video, number),
+                )
             )
     return segments
 
@@ -229,7 +262,8 @@ def _statistics(segments: list[_Segment]) -> dict[str, Any]:
 
 def _readme(parameters: dict[str, Any], stats: dict[str, Any]) -> str:
     splits = "\n".join(
-        f"  {name}: {s['videos']} videos, {s['segments']} segments, scores {s['scores']}" for name, s in stats["splits"].items()
+        f"  {name}: {s['videos']} videos, {s['segments']} segments, scores {s['scores']}"
+        for name, s in stats["splits"].items()
     )
     return f"""GENERATED CORPUS - this is NOT the real CMU-MOSI release.
 
@@ -266,10 +300,18 @@ def _build(root: Path, parameters: dict[str, Any], workers: int | None) -> None:
     for split in SPLITS:
         voices = TRAIN_VOICES if split == "train" else HELD_OUT_VOICES
         for video in chosen[split]:
-            speaker = make_speaker(_rng(seed, video, "speaker"), "S", _rng(seed, video, "voice").choice(voices))
-            plan[video] = _plan_video(seed, split, video, speaker, parameters["min_segments"], parameters["max_segments"])
+            speaker = make_speaker(
+                _rng(seed, video, "speaker"), "S", _rng(seed, video, "voice").choice(voices)
+            )
+            plan[video] = _plan_video(
+                seed, split, video, speaker, parameters["min_segments"], parameters["max_segments"]
+            )
     segments = [s for planned in plan.values() for s in planned]
-    durations = iter(synthesize_many([SynthesisJob(s.text, s.voice, root / s.wav, s.noise_seed) for s in segments], workers))
+    durations = iter(
+        synthesize_many(
+            [SynthesisJob(s.text, s.voice, root / s.wav, s.noise_seed) for s in segments], workers
+        )
+    )
 
     quirks = _rng(seed, "quirks")
     videos = sorted(plan)
@@ -280,16 +322,31 @@ def _build(root: Path, parameters: dict[str, Any], workers: int | None) -> None:
         times = _times(_rng(seed, video, "times"), [next(durations) for _ in planned])
         lines = [f"{s.number}_DELIM_{transcript_text(s.text)}" for s in planned]
         if video in closing_videos:  # a closing remark nobody labelled (no wav either)
-            lines.append(f"{len(planned) + 1}_DELIM_{transcript_text(neutral_sentence(_rng(seed, video, 'closing')))}")
+            lines.append(
+                f"{len(planned) + 1}_DELIM_{transcript_text(neutral_sentence(_rng(seed, video, 'closing')))}"
+            )
         transcripts = root / "Raw" / "Transcript"
-        _write_lines(transcripts / "Segmented" / f"{video}.annotprocessed", lines, "\r\n" if video == crlf_video else "\n")
-        _write_lines(transcripts / "Full" / f"{video}.textonly", [" ".join(transcript_text(s.text) for s in planned)])
+        _write_lines(
+            transcripts / "Segmented" / f"{video}.annotprocessed",
+            lines,
+            "\r\n" if video == crlf_video else "\n",
+        )
+        _write_lines(
+            transcripts / "Full" / f"{video}.textonly", [" ".join(transcript_text(s.text) for s in planned)]
+        )
         for s, (start, end) in zip(planned, times, strict=True):
             if s.utt_id == zero_length:
                 end = start
             rows.append(f"{start:.10g},{end:.10g},{video},{s.number},{s.score_text}")
-            records.append({**{k: v for k, v in asdict(s).items() if k not in ("voice", "noise_seed")},
-                            "voice": asdict(s.voice), "start": start, "end": end, "wav": s.wav.as_posix()})  # fmt: skip
+            records.append(
+                {
+                    **{k: v for k, v in asdict(s).items() if k not in ("voice", "noise_seed")},
+                    "voice": asdict(s.voice),
+                    "start": start,
+                    "end": end,
+                    "wav": s.wav.as_posix(),
+                }
+            )
     for s in segments:
         if quirks.random() < STEREO_SHARE:
             _restyle_wav(root / s.wav, channels=2, rate=SAMPLE_RATE)
@@ -301,15 +358,17 @@ def _build(root: Path, parameters: dict[str, Any], workers: int | None) -> None:
     _write_lines(root / "generated_segments.jsonl", [json.dumps(r, ensure_ascii=False) for r in records])
     (root / "README.txt").write_text(_readme(parameters, stats), encoding="utf-8")
     # Written last: its presence marks a complete corpus.
-    (root / "generated.json").write_text(json.dumps({"parameters": parameters, "statistics": stats}, indent=2) + "\n", encoding="utf-8")
+    (root / "generated.json").write_text(
+        json.dumps({"parameters": parameters, "statistics": stats}, indent=2) + "\n", encoding="utf-8"
+    )
 
 
 def generate_cmu_mosi(
     out_dir: str | Path,
     seed: int = 0,
     videos: int = 40,
-    min_segments: int = 8,
-    max_segments: int = 12,
+    min_segments: int = 10,
+    max_segments: int = 14,
     workers: int | None = None,
 ) -> Path:
     """Write a generated corpus to `out_dir/CMU_MOSI` (holding ``Raw/``) and return that folder.
@@ -319,7 +378,9 @@ def generate_cmu_mosi(
     `workers` (synthesis threads) does not change the output.
     """
     if not MIN_SPAN <= min_segments <= max_segments:
-        raise ValueError(f"segments per video: expected {MIN_SPAN} <= min_segments <= max_segments, got {min_segments}..{max_segments}")
+        raise ValueError(
+            f"segments per video: expected {MIN_SPAN} <= min_segments <= max_segments, got {min_segments}..{max_segments}"
+        )
     videos_per_split(videos, standard_folds())  # validates the count before any work
     parameters = {
         "generator": __name__,

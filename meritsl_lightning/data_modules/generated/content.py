@@ -51,6 +51,7 @@ CUES = ("text", "voice", "both", "none")
 # --- words -----------------------------------------------------------------------------------------
 # Emotion-free slot fillers. Words with an emotional tinge (party, funeral, hospital, ...) are left out
 # so that a neutral sentence never carries a cue.
+# fmt: off
 _SLOTS: dict[str, tuple[str, ...]] = {
     "object": (
         "keys", "car", "report", "laptop", "umbrella", "ticket", "package", "letter", "jacket", "phone",
@@ -101,6 +102,7 @@ _SLOTS: dict[str, tuple[str, ...]] = {
     "day": ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"),
     "ordinal": ("first", "second", "third", "fourth", "fifth"),
 }
+# fmt: on
 _SLOTS["object2"] = _SLOTS["object"]
 
 _NEUTRAL_TEMPLATES: tuple[str, ...] = (
@@ -166,6 +168,7 @@ _EMOTION_TEMPLATES: tuple[str, ...] = (
     "What a {judg} {event}.",
 )
 
+# fmt: off
 _EMOTION_WORDS: dict[str, dict[str, tuple[str, ...]]] = {
     "ang": {
         "adj": (
@@ -227,6 +230,7 @@ _EMOTION_WORDS: dict[str, dict[str, tuple[str, ...]]] = {
         ),
     },
 }
+# fmt: on
 
 
 def _words(texts: list[str] | tuple[str, ...]) -> set[str]:
@@ -319,7 +323,8 @@ VOICE_SHIFTS: dict[str, VoiceShift] = {
     "hap": VoiceShift(pitch=30, speed=20, level_db=3.5, word_gap=0),
     "sad": VoiceShift(pitch=-22, speed=-50, level_db=-7.0, word_gap=6),
 }
-NEUTRAL_LEVEL_DB = -24.0  # active-speech RMS of a neutral voice; ang peaks stay below full scale
+# Active-speech RMS of a neutral voice, low enough that the loudest ang turns peak below full scale.
+NEUTRAL_LEVEL_DB = -30.0
 
 
 def make_speaker(rng: random.Random, name: str, voice: str) -> Speaker:
@@ -355,17 +360,28 @@ class ContentConfig:
     min_segment: int = 2
     max_segment: int = 5
     neutral_weight: float = 2.0
-    cue_weights: tuple[tuple[str, float], ...] = (("text", 0.35), ("voice", 0.35), ("both", 0.10), ("none", 0.20))
+    cue_weights: tuple[tuple[str, float], ...] = (
+        ("text", 0.35),
+        ("voice", 0.35),
+        ("both", 0.10),
+        ("none", 0.20),
+    )
     other_fraction: float = 0.10
     speaker_switch: float = 0.85
 
     def __post_init__(self) -> None:
         if not 2 <= self.min_turns <= self.max_turns:
-            raise ValueError(f"turns per dialogue: expected 2 <= min_turns <= max_turns, got {self.min_turns}..{self.max_turns}")
+            raise ValueError(
+                f"turns per dialogue: expected 2 <= min_turns <= max_turns, got {self.min_turns}..{self.max_turns}"
+            )
         if not 1 <= self.min_segment <= self.max_segment:
-            raise ValueError(f"segment length: expected 1 <= min <= max, got {self.min_segment}..{self.max_segment}")
+            raise ValueError(
+                f"segment length: expected 1 <= min <= max, got {self.min_segment}..{self.max_segment}"
+            )
         if self.min_turns < self.min_segment:
-            raise ValueError(f"min_turns={self.min_turns} is shorter than one segment (min_segment={self.min_segment})")
+            raise ValueError(
+                f"min_turns={self.min_turns} is shorter than one segment (min_segment={self.min_segment})"
+            )
         if sorted(c for c, _ in self.cue_weights) != sorted(CUES):
             raise ValueError(f"cue_weights: expected one weight for each of {CUES}, got {self.cue_weights}")
         if not 0.0 <= self.other_fraction < 1.0:
@@ -429,7 +445,9 @@ def _segment_cues(rng: random.Random, length: int, config: ContentConfig) -> lis
     cues = rng.choices(names, weights, k=length)
     if all(c == "none" for c in cues):
         # Every segment stays recoverable from both modalities together; re-draw one turn's cue.
-        cues[rng.randrange(length)] = rng.choices([n for n in names if n != "none"], [w for n, w in config.cue_weights if n != "none"])[0]
+        cues[rng.randrange(length)] = rng.choices(
+            [n for n in names if n != "none"], [w for n, w in config.cue_weights if n != "none"]
+        )[0]
     return cues
 
 
@@ -440,7 +458,9 @@ def _speaker_sequence(rng: random.Random, count: int, speakers: int, switch: flo
     return order
 
 
-def generate_dialogue(rng: random.Random, speakers: tuple[Speaker, ...], config: ContentConfig | None = None) -> Dialogue:
+def generate_dialogue(
+    rng: random.Random, speakers: tuple[Speaker, ...], config: ContentConfig | None = None
+) -> Dialogue:
     """One dialogue: label segments, per-turn cues, sentences and voices, all drawn from `rng`."""
     config = config or ContentConfig()
     n_turns = rng.randint(config.min_turns, config.max_turns)

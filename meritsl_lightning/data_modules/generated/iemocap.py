@@ -44,7 +44,7 @@ from meritsl_lightning.data_modules.generated.content import (
 from meritsl_lightning.data_modules.generated.speech import SynthesisJob, espeak_version, synthesize_many
 
 CORPUS_FOLDER = "IEMOCAP_full_release"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # bump whenever the output for the same parameters changes
 SESSIONS = (1, 2, 3, 4, 5)
 # Different voices per session, so that the Session 5 test speakers are unseen in training.
 SESSION_VOICES: dict[int, tuple[str, str]] = {
@@ -54,7 +54,7 @@ SESSION_VOICES: dict[int, tuple[str, str]] = {
     4: ("en-us+f4", "en-us+m4"),
     5: ("en-us+f5", "en-us+m5"),
 }
-_IMPROS = ("impro01", "impro02", "impro03", "impro04", "impro05a", "impro05b", "impro06", "impro07", "impro08")
+_IMPROS = ("impro01", "impro02", "impro03", "impro04", "impro05a", "impro05b", "impro06", "impro07", "impro08")  # fmt: skip
 _SCRIPTS = ("script01_1", "script01_2", "script01_3", "script02_1", "script02_2", "script03_1", "script03_2")
 OTHER_CODES: tuple[tuple[str, float], ...] = (("xxx", 0.5), ("fru", 0.3), ("sur", 0.15), ("oth", 0.05))
 EXC_SHARE = 0.6  # of the hap segments coded exc (1041 of 1636 in the real corpus)
@@ -73,7 +73,9 @@ _NOISE_MARKERS = ("[LAUGHTER]", "[BREATHING]", "[GARBAGE]")
 # The start of a real AppleDouble file (magic 0x00051607, version 2, "Mac OS X" filler); not UTF-8.
 _APPLEDOUBLE = (
     b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        \x00\x02\x00\x00\x00\x09\x00\x00\x00\x32\x00\x00\x0e\xb0"
-    b"\x00\x00\x00\x02\x00\x00\x0e\xe2\x00\x00\x01\x1e" + b"\x00" * 18 + b"ATTR\xff\xfe\xc3\x28com.apple.quarantine"
+    b"\x00\x00\x00\x02\x00\x00\x0e\xe2\x00\x00\x01\x1e"
+    + b"\x00" * 18
+    + b"ATTR\xff\xfe\xc3\x28com.apple.quarantine"
 ).ljust(4096, b"\x00")
 
 
@@ -111,7 +113,8 @@ def _seed32(*parts: object) -> int:
 
 def _session_speakers(seed: int, session: int) -> tuple[Speaker, Speaker]:
     female, male = SESSION_VOICES[session]
-    return make_speaker(_rng(seed, session, "F"), "F", female), make_speaker(_rng(seed, session, "M"), "M", male)
+    speaker_f = make_speaker(_rng(seed, session, "F"), "F", female)
+    return speaker_f, make_speaker(_rng(seed, session, "M"), "M", male)
 
 
 def _codes(rng: random.Random, dialogue: Dialogue) -> list[str]:
@@ -127,7 +130,9 @@ def _codes(rng: random.Random, dialogue: Dialogue) -> list[str]:
     return codes
 
 
-def _plan_dialog(seed: int, session: int, dialog: str, speakers: tuple[Speaker, Speaker], config: ContentConfig) -> list[_PlannedTurn]:
+def _plan_dialog(
+    seed: int, session: int, dialog: str, speakers: tuple[Speaker, Speaker], config: ContentConfig
+) -> list[_PlannedTurn]:
     dialogue = generate_dialogue(_rng(seed, dialog, "content"), speakers, config)
     codes = _codes(_rng(seed, dialog, "codes"), dialogue)
     counters: Counter[str] = Counter()
@@ -166,19 +171,26 @@ def _evaluation_block(rng: random.Random, turn: _PlannedTurn, start: float, end:
             categories[rng.randrange(3)] = [rng.choice(pool)]
         if rng.random() < 0.2:
             categories[rng.randrange(3)].append(rng.choice(pool))
-    lines = [f"C-{e}:\t{' '.join(_CATEGORY[c] + ';' for c in cats)}\t()" for e, cats in zip(evaluators, categories, strict=True)]
+    lines = [
+        f"C-{e}:\t{' '.join(_CATEGORY[c] + ';' for c in cats)}\t()"
+        for e, cats in zip(evaluators, categories, strict=True)
+    ]
     speaker = turn.turn.speaker
     if rng.random() < 0.5:  # the actor's self-report, which the consensus ignores
         lines.append(f"C-{speaker}1:\t{_CATEGORY.get(turn.code, 'Other')};\t()")
     raters = evaluators[: rng.choice((2, 3))]
     ratings = [_vad(rng, turn.code) for _ in raters]
-    lines += [f"A-{e}:\tval {v}; act {a}; dom  {d};\t()" for e, (v, a, d) in zip(raters, ratings, strict=True)]
+    lines += [
+        f"A-{e}:\tval {v}; act {a}; dom  {d};\t()" for e, (v, a, d) in zip(raters, ratings, strict=True)
+    ]
     v, a, d = (sum(r[i] for r in ratings) / len(ratings) for i in range(3))
     summary = f"[{start:.4f} - {end:.4f}]\t{turn.name}\t{turn.code}\t[{v:.4f}, {a:.4f}, {d:.4f}]"
     return [summary, *lines, ""]
 
 
-def _transcription(rng: random.Random, dialog: str, turns: list[_PlannedTurn], times: list[tuple[float, float]]) -> list[str]:
+def _transcription(
+    rng: random.Random, dialog: str, turns: list[_PlannedTurn], times: list[tuple[float, float]]
+) -> list[str]:
     lines = [f"{t.name} [{s:08.4f}-{e:08.4f}]: {t.turn.text}" for t, (s, e) in zip(turns, times, strict=True)]
     for _ in range(rng.choice((0, 1, 1, 2))):
         speaker, marker = rng.choice("FM"), rng.choice(_NOISE_MARKERS)
@@ -192,7 +204,9 @@ def _write_lines(path: Path, lines: list[str]) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8", newline="\n")
 
 
-def _write_dialog(root: Path, seed: int, dialog: str, turns: list[_PlannedTurn], times: list[tuple[float, float]]) -> None:
+def _write_dialog(
+    root: Path, seed: int, dialog: str, turns: list[_PlannedTurn], times: list[tuple[float, float]]
+) -> None:
     dialog_dir = root / f"Session{turns[0].session}" / "dialog"
     rng = _rng(seed, dialog, "annotations")
     evaluation = [_HEADER, ""]
@@ -224,8 +238,12 @@ def _statistics(turns: list[_PlannedTurn]) -> dict[str, Any]:
         per_session[f"Session{session}"] = {
             "turns": len(mine),
             "codes": dict(sorted(Counter(t.code for t in mine).items())),
-            "four_class": dict(sorted(Counter(FOUR_CLASS[t.code] for t in mine if t.code in FOUR_CLASS).items())),
-            "cues": dict(sorted(Counter(t.turn.cue for t in mine if t.turn.emotion not in (NEUTRAL, OTHER)).items())),
+            "four_class": dict(
+                sorted(Counter(FOUR_CLASS[t.code] for t in mine if t.code in FOUR_CLASS).items())
+            ),
+            "cues": dict(
+                sorted(Counter(t.turn.cue for t in mine if t.turn.emotion not in (NEUTRAL, OTHER)).items())
+            ),
         }
     return {
         "turns": len(turns),
@@ -236,7 +254,9 @@ def _statistics(turns: list[_PlannedTurn]) -> dict[str, Any]:
 
 
 def _readme(parameters: dict[str, Any], stats: dict[str, Any]) -> str:
-    sessions = "\n".join(f"  {name}: {s['turns']} turns, 4-class {s['four_class']}" for name, s in stats["sessions"].items())
+    sessions = "\n".join(
+        f"  {name}: {s['turns']} turns, 4-class {s['four_class']}" for name, s in stats["sessions"].items()
+    )
     return f"""GENERATED CORPUS - this is NOT the real IEMOCAP release.
 
 Written by meritsl_lightning.data_modules.generated.iemocap (generator version {parameters["version"]})
@@ -292,7 +312,9 @@ def _build(root: Path, parameters: dict[str, Any], config: ContentConfig, worker
     _write_lines(root / "generated_turns.jsonl", [json.dumps(r, ensure_ascii=False) for r in records])
     (root / "README.txt").write_text(_readme(parameters, stats), encoding="utf-8")
     # Written last: its presence marks a complete corpus.
-    (root / "generated.json").write_text(json.dumps({"parameters": parameters, "statistics": stats}, indent=2) + "\n", encoding="utf-8")
+    (root / "generated.json").write_text(
+        json.dumps({"parameters": parameters, "statistics": stats}, indent=2) + "\n", encoding="utf-8"
+    )
 
 
 def generate_iemocap(

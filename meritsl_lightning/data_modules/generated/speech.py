@@ -9,6 +9,7 @@ resampler is deterministic on CPU, and the noise comes from a per-utterance seed
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-import torchaudio.functional as AF
+import torchaudio
 
 from meritsl_lightning.data_modules.generated.content import VoiceParams
 
@@ -68,7 +69,9 @@ def espeak_executable() -> str:
 
 def espeak_version() -> str:
     """espeak-ng's version line, e.g. 'eSpeak NG text-to-speech: 1.51  Data at: ...' without the data path."""
-    out = subprocess.run([espeak_executable(), "--version"], capture_output=True, text=True, check=False).stdout
+    out = subprocess.run(
+        [espeak_executable(), "--version"], capture_output=True, text=True, check=False
+    ).stdout
     return out.strip().split("  Data at:")[0]
 
 
@@ -85,13 +88,21 @@ def _espeak(text: str, voice: VoiceParams) -> tuple[np.ndarray, int]:
         wav_path = Path(tmp) / "speech.wav"
         # '!' changes espeak's intonation; the voice cue must come from the designed settings only.
         spoken = text.replace("!", ".")
-        done = subprocess.run(espeak_command(voice, wav_path), input=spoken, capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            espeak_command(voice, wav_path), input=spoken, capture_output=True, text=True, check=False
+        )
         if done.returncode != 0 or not wav_path.is_file():
             raise SpeechSynthesisError(
                 f"{ESPEAK} failed (exit {done.returncode}) for voice {voice} and text {text!r}: {done.stderr.strip()}"
             )
         audio, rate = sf.read(str(wav_path), dtype="float32", always_2d=True)
     return audio.mean(axis=1), rate
+
+
+@functools.cache
+def _resampler(rate: int) -> torchaudio.transforms.Resample:
+    # torchaudio.functional.resample with its sinc kernel built once, not once per utterance.
+    return torchaudio.transforms.Resample(rate, SAMPLE_RATE)
 
 
 def _trim(audio: np.ndarray) -> np.ndarray:
@@ -101,18 +112,23 @@ def _trim(audio: np.ndarray) -> np.ndarray:
 
 def active_level_db(audio: np.ndarray) -> float:
     """RMS level in dBFS of the active speech: the 20 ms frames within 30 dB of the loudest one."""
-    frames = audio[: len(audio) // _FRAME * _FRAME].reshape(-1, _FRAME) if len(audio) >= _FRAME else audio[None]
+    frames = (
+        audio[: len(audio) // _FRAME * _FRAME].reshape(-1, _FRAME) if len(audio) >= _FRAME else audio[None]
+    )
     power = np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-12
     active = power[power >= power.max() * 10 ** (-_ACTIVE_RANGE_DB / 10)]
     return float(10 * np.log10(active.mean()))
 
 
-def synthesize(text: str, voice: VoiceParams, noise_seed: int, pad_seconds: float = PAD_SECONDS) -> np.ndarray:
+def synthesize(
+    text: str, voice: VoiceParams, noise_seed: int, pad_seconds: float = PAD_SECONDS
+) -> np.ndarray:
     """16 kHz mono float32 speech for `text` at `voice.level_db`, with `pad_seconds` of noise floor at both ends."""
     audio, rate = _espeak(text, voice)
     audio = _trim(audio)
     if rate != SAMPLE_RATE:
-        audio = AF.resample(torch.from_numpy(np.ascontiguousarray(audio)), rate, SAMPLE_RATE).numpy()
+        with torch.inference_mode():
+            audio = _resampler(rate)(torch.from_numpy(np.ascontiguousarray(audio))).numpy()
     audio = audio * 10 ** ((voice.level_db - active_level_db(audio)) / 20)
     pad = np.zeros(round(pad_seconds * SAMPLE_RATE), dtype=np.float32)
     audio = np.concatenate([pad, audio, pad])
@@ -132,5 +148,11 @@ def synthesize_many(jobs: Sequence[SynthesisJob], workers: int | None = None) ->
     """Run `jobs` on a small thread pool (espeak-ng runs in subprocesses); durations in job order."""
     espeak_executable()
     workers = workers or min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(synthesize_to_file, jobs))
+    # The pool is the parallelism: torch's intra-op threads would only spin-wait on short resamples.
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(synthesize_to_file, jobs))
+    finally:
+        torch.set_num_threads(torch_threads)

@@ -150,3 +150,37 @@ def _is_built(out: Path, recipe: dict[str, Any]) -> bool:
 
 def _mark_built(out: Path, recipe: dict[str, Any]) -> None:
     (out / RECIPE_FILE).write_text(json.dumps(recipe, indent=1) + "\n")
+
+
+CHATML_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_tiny_causal_lm(out_dir: str | os.PathLike, texts: Sequence[str], vocab_size: int = 300, seed: int = 0) -> Path:
+    """A 2-layer Llama with a byte-level BPE tokenizer (trained on ``texts``) and a ChatML chat template."""
+    out = Path(out_dir)
+    recipe = {"kind": "llama", "vocab_size": vocab_size, "seed": seed, "texts_sha256": hashlib.sha256("\n".join(texts).encode()).hexdigest()}
+    if _is_built(out, recipe):
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(list(texts), vocab_size=vocab_size, min_frequency=1, special_tokens=["<pad>", "<|im_start|>", "<|im_end|>"])
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, pad_token="<pad>", eos_token="<|im_end|>")
+    tok.chat_template = CHATML_TEMPLATE
+    tok.save_pretrained(out)
+    config = LlamaConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=2, max_position_embeddings=512, pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id, tie_word_embeddings=True,
+    )  # fmt: skip
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        LlamaForCausalLM(config).save_pretrained(out)
+    _mark_built(out, recipe)
+    return out

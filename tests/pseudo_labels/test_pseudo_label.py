@@ -411,36 +411,13 @@ def test_killed_run_resumes_without_losses_or_duplicates(tmp_path: Path, key_env
 # ---------------------------------------------------------------------------------------------------------
 # the transformers back-end on a tiny random causal LM
 
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-
 @pytest.fixture(scope="module")
 def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer Llama with a byte-level BPE tokenizer and a ChatML template, randomly initialised."""
-    import torch
-    from tokenizers import ByteLevelBPETokenizer
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from meritsl_lightning.tiny_models import build_tiny_causal_lm
 
-    out = tmp_path_factory.mktemp("tiny_lm")
-    bpe = ByteLevelBPETokenizer()
     corpus = [paper_prompt().render("what a great awful okay day", LABELS), "Answer with exactly one word"]
-    bpe.train_from_iterator(corpus * 3, vocab_size=300, min_frequency=1,
-                            special_tokens=["<pad>", "<|im_start|>", "<|im_end|>"])  # fmt: skip
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, pad_token="<pad>", eos_token="<|im_end|>")
-    tok.chat_template = CHAT_TEMPLATE
-    tok.save_pretrained(out)
-    config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=2, max_position_embeddings=512, pad_token_id=tok.pad_token_id,
-        eos_token_id=tok.eos_token_id, tie_word_embeddings=True,
-    )  # fmt: skip
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        LlamaForCausalLM(config).save_pretrained(out)
-    return out
+    return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny_lm"), corpus * 3)
 
 
 def _local_args(model: Path, transcripts: Path, out: Path, method: str) -> list[str]:

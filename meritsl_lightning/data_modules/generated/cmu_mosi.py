@@ -5,14 +5,13 @@ from the content model's building blocks (``content.py``); the sentiment structu
 
 - every video has an overall *polarity* (positive or negative review);
 - its segments form *spans* of 2-4 consecutive segments sharing one class: ``pos`` (the content model's
-  ``hap`` cues), ``neg`` (``ang`` or ``sad`` cues, one per span) or ``neu`` (neutral words and voice).
-  Spans of the video's polarity are the most frequent; adjacent spans differ;
+  ``hap`` words and voice), ``neg`` (its ``sad`` words and voice) or ``neu`` (neutral words and voice).
+  Spans of the video's polarity are the most frequent; adjacent spans differ. Negative is ``sad`` alone,
+  not also ``ang``: an angry voice is loud and fast, a sad one quiet and slow, so "negative" would be two
+  opposite voices, and the tiny demo models learn one vocabulary per class far more readily;
 - a ``pos``/``neg`` segment carries a cue as in the content model: ``text`` (35 %), ``voice`` (35 %),
   ``both`` (10 %) or ``none`` (20 %), at least one cued segment per span. Its score's sign is the span's,
-  its magnitude grows with the cue (``both`` 2-3, ``text``/``voice`` 1-2.6, ``none`` 0.4-1.6). A ``neg``
-  voice is always the content model's ``sad`` voice (low, slow, quiet) and a ``pos`` voice its ``hap``
-  voice (high, faster, louder), so that vocal sentiment lies on one axis (``ang``'s loud, fast voice
-  would make "negative" two opposite voices); ``neg`` words are ``ang`` or ``sad`` words;
+  its magnitude grows with the cue (``both`` 2-3, ``text``/``voice`` 1-2.6, ``none`` 0.4-1.6);
 - a ``neu`` segment's score is mild and follows the video's polarity (0 or +0.2..+0.6 in a positive
   review, -0.2..-0.6 in a negative one): only the rest of the monologue tells its sign.
 
@@ -22,10 +21,10 @@ testable. Scores are multiples of 0.2 (now and then of 1/3), as averages of anno
 
 Video ids are real ones, drawn from the CMU-MultimodalSDK standard folds (train videos from the train
 fold, and so on), so that the shipped folds split the generated corpus and ``prepare``, the data module
-and the demo need no extra argument. Split sizes follow ``GENERATED_SHARES`` (more validation and test
-data than the SDK folds' 11 % / 33 %, for steadier model selection and demo numbers). ``video_list.json`` beside ``Raw/`` states the same split in the
-user video-list format (pass it as ``video_list`` to make it explicit, or edit it to try another
-partition). Validation and test videos use espeak voices that no training video uses.
+and the demo need no extra argument. Split sizes follow ``GENERATED_SHARES`` (more validation and
+test data than the SDK folds' 11 % / 33 %, for steadier model selection and demo numbers).
+``video_list.json`` beside ``Raw/`` states the same split in the user video-list format (pass it as
+``video_list`` to make it explicit, or edit it to try another partition). Validation and test videos use espeak voices that no training video uses.
 
 Files: ``Raw/Audio/WAV_16000/Segmented/<video>_<seg>.wav`` (16 kHz mono PCM16, except a few stereo and
 one 44.1 kHz file, as in the real archive), ``Raw/Transcript/Segmented/<video>.annotprocessed``
@@ -80,8 +79,8 @@ HELD_OUT_VOICES = ("en-us+m5", "en-us+m6", "en-us+m7", "en-us+f4", "en-us+f5")
 CUE_WEIGHTS: tuple[tuple[str, float], ...] = (("text", 0.35), ("voice", 0.35), ("both", 0.10), ("none", 0.20))
 # span class weights by video polarity (+1 positive review, -1 negative review)
 SPAN_WEIGHTS = {
-    1: {"pos": 0.45, "neu": 0.35, "neg": 0.20},
-    -1: {"neg": 0.45, "neu": 0.35, "pos": 0.20},
+    1: {"pos": 0.50, "neu": 0.25, "neg": 0.25},
+    -1: {"neg": 0.50, "neu": 0.25, "pos": 0.25},
 }
 MAGNITUDE = {"both": (2.0, 3.0), "text": (1.0, 2.6), "voice": (1.0, 2.6), "none": (0.4, 1.6)}
 NEUTRAL_MAGNITUDE = (0.2, 0.6)
@@ -91,8 +90,7 @@ NEUTRAL_ZERO_SHARE = (
 THIRDS_SHARE = 0.1  # scores rounded to a multiple of 1/3 rather than 0.2
 STEREO_SHARE = 0.02
 GENERATED_SHARES = {"train": 0.55, "validation": 0.15, "test": 0.30}
-VOICE_EMOTION = {"pos": "hap", "neg": "sad", "neu": "neu"}
-NEG_TEXT_EMOTIONS = ("ang", "sad")  # the words of a neg span: one of these per span
+KIND_EMOTION = {"pos": "hap", "neg": "sad", "neu": "neu"}  # the content-model emotion of a span's cues
 MIN_SPAN, MAX_SPAN = 2, 4
 
 
@@ -102,8 +100,7 @@ class _Segment:
     video: str
     number: int  # 1-based
     kind: str  # pos / neg / neu
-    emotion: str  # the content-model emotion of its words when text-cued (hap / ang / sad / neu)
-    voice_emotion: str  # the content-model emotion of its voice when voice-cued (hap / sad / neu)
+    emotion: str  # the content-model emotion of its cues (hap / sad / neu)
     cue: str
     score: float
     score_text: str
@@ -190,11 +187,11 @@ def _plan_video(
     kinds = _span_kinds(rng, len(lengths), polarity)
     segments: list[_Segment] = []
     for length, kind in zip(lengths, kinds, strict=True):
-        emotion = {"pos": "hap", "neu": "neu"}.get(kind) or rng.choice(NEG_TEXT_EMOTIONS)
+        emotion = KIND_EMOTION[kind]
         cues = ["none"] * length if kind == "neu" else _span_cues(rng, length)
         for cue in cues:
             text_emotion = emotion if cue in ("text", "both") else "neu"
-            voice_emotion = VOICE_EMOTION[kind] if cue in ("voice", "both") else "neu"
+            voice_emotion = emotion if cue in ("voice", "both") else "neu"
             text = emotional_sentence(rng, text_emotion) if text_emotion != "neu" else neutral_sentence(rng)
             score, score_text = _quantize(rng, _score(rng, kind, cue, polarity))
             number = len(segments) + 1
@@ -205,7 +202,6 @@ def _plan_video(
                     number=number,
                     kind=kind,
                     emotion=emotion,
-                    voice_emotion=VOICE_EMOTION[kind],
                     cue=cue,
                     score=score,
                     score_text=score_text,
@@ -366,7 +362,7 @@ def _build(root: Path, parameters: dict[str, Any], workers: int | None) -> None:
 def generate_cmu_mosi(
     out_dir: str | Path,
     seed: int = 0,
-    videos: int = 40,
+    videos: int = 56,
     min_segments: int = 10,
     max_segments: int = 14,
     workers: int | None = None,

@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 APT_PACKAGES := ffmpeg espeak-ng sox
 OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline
 
-.PHONY: install test test-slow demo lint benchmark gpu-check clean
+.PHONY: install test test-slow demo demo-pretrain lint benchmark gpu-check clean
 
 install: $(STAMP)
 
@@ -28,6 +28,9 @@ test-slow: install
 
 demo: install
 	$(OFFLINE) $(BIN)/meritsl demo --out runs/demo --strict
+
+demo-pretrain: install
+	$(OFFLINE) $(BIN)/meritsl demo-pretrain --out runs/demo-pretrain
 
 lint: install
 	$(BIN)/ruff check meritsl_lightning tests benchmarks

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import shutil
 from collections import Counter
@@ -25,6 +26,15 @@ SIZE = {"dialogues_per_split": 3, "train_factor": 2, "min_turns": 5, "max_turns"
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate_meld(tmp_path_factory.mktemp("generated-meld"), seed=0, **SIZE)
+
+
+def _files(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_deterministic_whatever_the_thread_count(corpus: Path, tmp_path: Path) -> None:
+    again = generate_meld(tmp_path, seed=0, workers=1, **SIZE)
+    assert _files(again) == _files(corpus)  # CSVs and every mp4, byte for byte
 
 
 @pytest.fixture(scope="module")

@@ -13,12 +13,13 @@ from typing import Any, ClassVar
 import torch
 from lightning.pytorch import LightningModule
 from torch import nn
-from torchmetrics import ConfusionMatrix, MeanAbsoluteError, MetricCollection, PearsonCorrCoef
+from torchmetrics import ConfusionMatrix, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from meritsl_lightning.data_modules.base import ERCDataModule, SplitData
 from meritsl_lightning.data_modules.batching import IGNORE_INDEX, pad_conversations
 from meritsl_lightning.encoders.cache import EmbeddingCache
+from meritsl_lightning.metrics.sentiment import MOSIRegressionMetrics
 from meritsl_lightning.models.checkpoints import CheckpointMismatch, StageCheckpoint
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ class BaseStageModule(LightningModule):
         )
         if self.task == "regression":
             self.regression_metrics = nn.ModuleDict(
-                {f"{p}_": MetricCollection({"mae": MeanAbsoluteError(), "pearson": PearsonCorrCoef()}) for p in SPLIT_PREFIX.values()}
+                {f"{p}_": MOSIRegressionMetrics() for p in SPLIT_PREFIX.values()}
             )
 
     @abstractmethod

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -95,7 +96,11 @@ def fit_and_test(config: Path, overrides: list[str]) -> tuple[dict[str, float], 
     """``meritsl fit --config config`` (which tests the best-validation checkpoint); its test metrics."""
     from meritsl_lightning.cli import MeritslCLI
 
-    cli = MeritslCLI(args=["fit", "--config", str(config), *overrides])
+    argv, sys.argv = sys.argv, sys.argv[:1]  # the CLI parses `args`, not this command's own argv
+    try:
+        cli = MeritslCLI(args=["fit", "--config", str(config), *overrides])
+    finally:
+        sys.argv = argv
     if not cli.test_results:
         raise RuntimeError(f"{config}: the fit produced no test metrics")
     return cli.test_results[0], cli.trainer.checkpoint_callback.best_model_path

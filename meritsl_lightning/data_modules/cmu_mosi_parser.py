@@ -25,7 +25,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from meritsl_lightning.data_modules.iemocap_parser import check_wav
-from meritsl_lightning.data_modules.manifest import SPLITS, CorpusProblem, Defect, ParseResult, Utterance
+from meritsl_lightning.data_modules.manifest import (
+    SPLITS,
+    DefectLog,
+    ParseResult,
+    Utterance,
+)
 
 DATASET = "cmu_mosi"
 LABELS_CSV = Path("Labels") / "OpinionLevelSentiment.csv"  # relative to the Raw folder
@@ -241,20 +246,6 @@ class _TranscriptLine:
     line: int
 
 
-class _Defects:
-    """Raises at the first defect under on_error='fail'; collects them under 'skip'."""
-
-    def __init__(self, on_error: OnError) -> None:
-        self.on_error = on_error
-        self.items: list[Defect] = []
-
-    def add(self, item: str, file: Path, problem: str, line: int | None = None) -> None:
-        defect = Defect(item=item, file=str(file), problem=problem, line=line)
-        if self.on_error == "fail":
-            raise CorpusProblem(defect)
-        self.items.append(defect)
-
-
 def _decode(raw: bytes) -> list[str]:
     # A re-saved copy may not be UTF-8; a bad byte must not stop the parse.
     try:
@@ -289,7 +280,7 @@ class _MosiParser:
         self.deep = deep
         self.text_only = text_only
         self.video_split = video_split
-        self.defects = _Defects(on_error)
+        self.defects = DefectLog(on_error)
         self.sources: dict[str, str] = {}
         self.zero_length: list[str] = []
         self.unlabelled_transcript_lines = 0

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import numpy as np
 import soundfile as sf
 
-from meritsl_lightning.data_modules.manifest import CorpusProblem, Defect, ParseResult, Utterance
+from meritsl_lightning.data_modules.manifest import DefectLog, ParseResult, Utterance
 
 DATASET = "iemocap"
 CORPUS_FOLDER = "IEMOCAP_full_release"
@@ -95,20 +95,6 @@ class _TranscriptLine:
     line: int
 
 
-class _Defects:
-    """Raises at the first defect under on_error='fail'; collects them under 'skip'."""
-
-    def __init__(self, on_error: OnError) -> None:
-        self.on_error = on_error
-        self.items: list[Defect] = []
-
-    def add(self, item: str, file: Path, problem: str, line: int | None = None) -> None:
-        defect = Defect(item=item, file=str(file), problem=problem, line=line)
-        if self.on_error == "fail":
-            raise CorpusProblem(defect)
-        self.items.append(defect)
-
-
 def find_corpus_root(root: str | Path) -> tuple[Path, list[int]]:
     """The `IEMOCAP_full_release` folder (`root` itself or its child) and the session numbers in it."""
     root = Path(root).expanduser().resolve()
@@ -180,7 +166,7 @@ class _IemocapParser:
         self.spec = spec
         self.deep = deep
         self.text_only = text_only
-        self.defects = _Defects(on_error)
+        self.defects = DefectLog(on_error)
         self.labelled: dict[str, _LabelLine] = {}
         self.excluded: Counter[str] = Counter()
         self.sources: dict[str, str] = {}

@@ -68,6 +68,20 @@ class CorpusProblem(Exception):
         return f"{where}: {self.defect.problem} (item {self.defect.item})"
 
 
+class DefectLog:
+    """Raises at the first defect under on_error='fail'; collects them under 'skip'."""
+
+    def __init__(self, on_error: str) -> None:
+        self.on_error = on_error
+        self.items: list[Defect] = []
+
+    def add(self, item: str, file: str | os.PathLike, problem: str, line: int | None = None) -> None:
+        defect = Defect(item=item, file=str(file), problem=problem, line=line)
+        if self.on_error == "fail":
+            raise CorpusProblem(defect)
+        self.items.append(defect)
+
+
 @dataclass
 class ParseResult:
     """What a corpus parser returns."""

@@ -59,7 +59,7 @@ from typing import Any, Literal
 import soundfile as sf
 
 from meritsl_lightning.data_modules.iemocap_parser import check_wav
-from meritsl_lightning.data_modules.manifest import CorpusProblem, Defect, ParseResult, Utterance
+from meritsl_lightning.data_modules.manifest import DefectLog, ParseResult, Utterance
 
 DATASET = "msp_podcast"
 AUDIO_DIR = "Audios"
@@ -143,20 +143,6 @@ class _Entry:
     split: str  # "" when nothing assigns one
 
 
-class _Defects:
-    """Raises at the first defect under on_error='fail'; collects them under 'skip'."""
-
-    def __init__(self, on_error: OnError) -> None:
-        self.on_error = on_error
-        self.items: list[Defect] = []
-
-    def add(self, item: str, file: Path, problem: str, line: int | None = None) -> None:
-        defect = Defect(item=item, file=str(file), problem=problem, line=line)
-        if self.on_error == "fail":
-            raise CorpusProblem(defect)
-        self.items.append(defect)
-
-
 def _decode(raw: bytes) -> str:
     # The release is ASCII/UTF-8; a re-saved copy may carry a BOM or be cp1252, and a bad byte must not stop the parse.
     try:
@@ -234,7 +220,7 @@ class _MspParser:
         self.spec = spec
         self.deep = deep
         self.text_only = text_only
-        self.defects = _Defects(on_error)
+        self.defects = DefectLog(on_error)
         self.bad_items: set[str] = set()  # file names left out by a defect (never re-admitted as unlabelled audio)
         self.sources: dict[str, str] = {}
         self.warnings: list[str] = []
@@ -246,7 +232,7 @@ class _MspParser:
         return _decode(raw)
 
     def _defect(
-        self, defects: _Defects, item: str, file: Path, problem: str, line: int | None = None, drops: bool = True
+        self, defects: DefectLog, item: str, file: Path, problem: str, line: int | None = None, drops: bool = True
     ) -> None:
         """Record a defect; `drops`: the item is left out (False for a duplicate, whose first entry is kept)."""
         if drops and defects is self.defects:
@@ -254,7 +240,7 @@ class _MspParser:
         defects.add(item, file, problem, line)
 
     # --- one entry ---------------------------------------------------------------------------------
-    def _add(self, defects: _Defects, rows: dict[str, LabelRow], row: LabelRow, where: Callable[[str, int], int | None]) -> None:
+    def _add(self, defects: DefectLog, rows: dict[str, LabelRow], row: LabelRow, where: Callable[[str, int], int | None]) -> None:
         first = rows.get(row.name)
         if first is None:
             rows[row.name] = row
@@ -296,7 +282,7 @@ class _MspParser:
                 self._defect(self.defects, row[0] or f"{path.name} line {line}", path, row[1], line)
         return rows
 
-    def read_json(self, path: Path, defects: _Defects) -> dict[str, LabelRow]:
+    def read_json(self, path: Path, defects: DefectLog) -> dict[str, LabelRow]:
         text = self._read(path)
         try:
             top = json.loads(text, object_pairs_hook=_object)
@@ -341,7 +327,7 @@ class _MspParser:
 
     def compare_json(self, rows: dict[str, LabelRow], path: Path) -> dict[str, Any]:
         """Compare labels_consensus.json with the CSV rows; differences become warnings, never defects."""
-        problems = _Defects("skip")
+        problems = DefectLog("skip")
         try:
             other = self.read_json(path, problems)
         except ValueError as e:

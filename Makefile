@@ -36,7 +36,7 @@ lint: install
 	$(BIN)/ruff check meritsl_lightning tests benchmarks
 
 benchmark: install
-	$(OFFLINE) $(BIN)/python benchmarks/stage2_cache.py
+	$(OFFLINE) $(BIN)/python benchmarks/stage2_cache.py --paper-sized-text
 	$(OFFLINE) $(BIN)/python benchmarks/text_pretrain_throughput.py --device cpu --small
 
 gpu-check: install

@@ -41,7 +41,6 @@ import hashlib
 import json
 import random
 import re
-import shutil
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -63,6 +62,7 @@ from meritsl_lightning.data_modules.generated.content import (
     segment_lengths,
     voice_for,
 )
+from meritsl_lightning.data_modules.generated.output import build_corpus
 from meritsl_lightning.data_modules.generated.speech import (
     SAMPLE_RATE,
     SynthesisJob,
@@ -279,13 +279,6 @@ statistics; generated_segments.jsonl the ground truth per segment (class, cue, e
 """
 
 
-def _existing_parameters(root: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((root / "generated.json").read_text(encoding="utf-8"))["parameters"]
-    except (OSError, ValueError, KeyError):
-        return None
-
-
 def _build(root: Path, parameters: dict[str, Any], workers: int | None) -> None:
     seed = parameters["seed"]
     folds = standard_folds()
@@ -387,29 +380,7 @@ def generate_cmu_mosi(
         "max_segments": max_segments,
         "espeak": espeak_version(),
     }
-    out_dir = Path(out_dir).expanduser().resolve()
-    root = out_dir / CORPUS_FOLDER
-    if root.exists():
-        existing = _existing_parameters(root)
-        if existing == parameters:
-            return root
-        if existing is None or existing.get("generator") != __name__:
-            raise FileExistsError(
-                f"{root} exists and is not a corpus written by {__name__} (no generated.json of ours); "
-                "refusing to overwrite it. Choose another output folder."
-            )
-    partial = out_dir / f".{CORPUS_FOLDER}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
-        _build(partial, parameters, workers)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    if root.exists():
-        shutil.rmtree(root)
-    partial.rename(root)
-    return root
+    return build_corpus(out_dir, CORPUS_FOLDER, parameters, lambda partial: _build(partial, parameters, workers))
 
 
 __all__ = ["CORPUS_FOLDER", "CUES", "VIDEO_LIST", "generate_cmu_mosi", "transcript_text", "videos_per_split"]

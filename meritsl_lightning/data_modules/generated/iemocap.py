@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import shutil
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,6 +40,7 @@ from meritsl_lightning.data_modules.generated.content import (
     generate_dialogue,
     make_speaker,
 )
+from meritsl_lightning.data_modules.generated.output import build_corpus
 from meritsl_lightning.data_modules.generated.speech import SynthesisJob, espeak_version, synthesize_many
 
 CORPUS_FOLDER = "IEMOCAP_full_release"
@@ -284,13 +284,6 @@ def _turn_record(turn: _PlannedTurn, start: float, end: float) -> dict[str, Any]
     }  # fmt: skip
 
 
-def _existing_parameters(root: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((root / "generated.json").read_text(encoding="utf-8"))["parameters"]
-    except (OSError, ValueError, KeyError):
-        return None
-
-
 def _build(root: Path, parameters: dict[str, Any], config: ContentConfig, workers: int | None) -> None:
     seed = parameters["seed"]
     dialogs = {s: dialog_names(s, parameters["dialogues_per_session"]) for s in SESSIONS}
@@ -342,26 +335,4 @@ def generate_iemocap(
         "espeak": espeak_version(),
     }
     dialog_names(1, dialogues_per_session)  # validates the count before any work
-    out_dir = Path(out_dir).expanduser().resolve()
-    root = out_dir / CORPUS_FOLDER
-    if root.exists():
-        existing = _existing_parameters(root)
-        if existing == parameters:
-            return root
-        if existing is None or existing.get("generator") != __name__:
-            raise FileExistsError(
-                f"{root} exists and is not a corpus written by {__name__} (no generated.json of ours); "
-                "refusing to overwrite it. Choose another output folder."
-            )
-    partial = out_dir / f".{CORPUS_FOLDER}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
-        _build(partial, parameters, config, workers)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    if root.exists():
-        shutil.rmtree(root)
-    partial.rename(root)
-    return root
+    return build_corpus(out_dir, CORPUS_FOLDER, parameters, lambda partial: _build(partial, parameters, config, workers))

@@ -32,7 +32,6 @@ import hashlib
 import io
 import json
 import random
-import shutil
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -47,6 +46,7 @@ from meritsl_lightning.data_modules.generated.content import (
     generate_dialogue,
     make_speaker,
 )
+from meritsl_lightning.data_modules.generated.output import build_corpus
 from meritsl_lightning.data_modules.generated.speech import SynthesisJob, espeak_version, synthesize_many
 
 CORPUS_FOLDER = "MSP-PODCAST-Publish-1.11"
@@ -288,13 +288,6 @@ generated.json holds the parameters and statistics; generated_turns.jsonl the gr
 """
 
 
-def _existing_parameters(root: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((root / "generated.json").read_text(encoding="utf-8"))["parameters"]
-    except (OSError, ValueError, KeyError):
-        return None
-
-
 def _build(root: Path, parameters: dict[str, Any], config: ContentConfig, workers: int | None) -> None:
     seed = parameters["seed"]
     segments = _plan(seed, parameters["podcasts"], parameters["unlabelled_podcasts"], config, parameters["transcript_share"])
@@ -346,26 +339,4 @@ def generate_msp_podcast(
         "transcript_share": transcript_share,
         "espeak": espeak_version(),
     }
-    out_dir = Path(out_dir).expanduser().resolve()
-    root = out_dir / CORPUS_FOLDER
-    if root.exists():
-        existing = _existing_parameters(root)
-        if existing == parameters:
-            return root
-        if existing is None or existing.get("generator") != __name__:
-            raise FileExistsError(
-                f"{root} exists and is not a corpus written by {__name__} (no generated.json of ours); "
-                "refusing to overwrite it. Choose another output folder."
-            )
-    partial = out_dir / f".{CORPUS_FOLDER}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    (partial / "Audios").mkdir(parents=True)
-    try:
-        _build(partial, parameters, config, workers)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    if root.exists():
-        shutil.rmtree(root)
-    partial.rename(root)
-    return root
+    return build_corpus(out_dir, CORPUS_FOLDER, parameters, lambda partial: _build(partial, parameters, config, workers))

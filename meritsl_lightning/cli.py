@@ -12,12 +12,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from meritsl_lightning.callbacks import JsonlPredictionWriter
-from meritsl_lightning.data_modules.base import ERCDataModule
-from meritsl_lightning.models.base import BaseStageModule
 
 TRAINER_COMMANDS = ("fit", "validate", "test", "predict")
 # name -> (module:function taking argv and returning an exit status, one-line help); imported on use
@@ -33,14 +32,18 @@ PIPELINE_COMMANDS = {
 
 
 class MeritslCLI(LightningCLI):
-    """LightningCLI over the stage modules and corpus data modules, picked by ``class_path``."""
+    """LightningCLI over the stage modules and corpus data modules, picked by ``class_path``.
+
+    Any LightningModule / LightningDataModule is accepted, so that the pre-training modules (text, CARE) run
+    from the same command; the label and task links apply only to models that take them.
+    """
 
     def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs: Any) -> None:
         parser_kwargs = {"parser_mode": "omegaconf", **{c: {"parser_mode": "omegaconf"} for c in TRAINER_COMMANDS}}
         self.test_results: list[dict[str, float]] | None = None
         super().__init__(
-            BaseStageModule,
-            ERCDataModule,
+            LightningModule,
+            LightningDataModule,
             subclass_mode_model=True,
             subclass_mode_data=True,
             seed_everything_default=0,
@@ -76,7 +79,8 @@ class MeritslCLI(LightningCLI):
         log_dir = self.trainer.log_dir  # a collective under DDP: every rank must ask
         if best and self.trainer.is_global_zero and log_dir:
             link_latest_best(Path(best), Path(log_dir).parent / "best.ckpt")
-        if not self.config[self.subcommand].get("test_after_fit") or "test" not in self.datamodule.split_names():
+        splits = self.datamodule.split_names() if hasattr(self.datamodule, "split_names") else []
+        if not self.config[self.subcommand].get("test_after_fit") or "test" not in splits:
             return
         self.test_results = self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
         if self.trainer.is_global_zero and log_dir:

@@ -1,7 +1,9 @@
 """``meritsl demo``: the whole MERITS-L hierarchy on a generated IEMOCAP-layout corpus, offline, on CPU.
 
 Generates the corpus, builds a tiny RoBERTa whose tokenizer is trained on the training transcripts, trains
-and tests the five stage models in order (each stage frozen for the next), prints the test table and writes
+and tests the five stage models in order (each stage frozen for the next), then pre-trains a tiny CARE on a
+generated MSP-Podcast corpus and runs the speech stages and the fusion again on its features
+(``stage1_audio_care``, ``stage2_audio_care``, ``stage3_care``). Prints the test table and writes
 ``<out>/summary.json``.
 """
 
@@ -14,11 +16,22 @@ import sys
 import time
 from pathlib import Path
 
-STAGES = ("stage1_text", "stage1_audio", "stage2_text", "stage2_audio", "stage3")
+STAGES = (
+    "stage1_text", "stage1_audio", "stage2_text", "stage2_audio", "stage3",
+    "care_pretrain", "stage1_audio_care", "stage2_audio_care", "stage3_care",
+)  # fmt: skip
+# stage -> its config (<corpus>_<name>.yaml, or <name>.yaml when corpus-independent)
+CONFIGS = {"stage1_audio_care": "stage1_audio", "stage2_audio_care": "stage2_audio", "stage3_care": "stage3"}
+SHARED_CONFIGS = ("care_pretrain",)
+PRETRAINING = ("care_pretrain",)  # no test split: recorded with their best validation loss
+# init argument -> value pattern over earlier stages' checkpoints
 UPSTREAM_ARGS = {
-    "stage2_text": {"stage1_checkpoint": "stage1_text"},
-    "stage2_audio": {"stage1_checkpoint": "stage1_audio"},
-    "stage3": {"stage2_text_checkpoint": "stage2_text", "stage2_audio_checkpoint": "stage2_audio"},
+    "stage2_text": {"stage1_checkpoint": "{stage1_text}"},
+    "stage2_audio": {"stage1_checkpoint": "{stage1_audio}"},
+    "stage3": {"stage2_text_checkpoint": "{stage2_text}", "stage2_audio_checkpoint": "{stage2_audio}"},
+    "stage1_audio_care": {"speech_encoder": "care:{care_pretrain}"},
+    "stage2_audio_care": {"stage1_checkpoint": "{stage1_audio_care}"},
+    "stage3_care": {"stage2_text_checkpoint": "{stage2_text}", "stage2_audio_checkpoint": "{stage2_audio_care}"},
 }
 # the claims the demo corpus is built to show: context helps each modality, fusion helps both
 MARGIN = 0.03
@@ -28,6 +41,9 @@ CLAIMS = (
     ("stage3", "stage2_text"),
     ("stage3", "stage2_audio"),
 )
+TINY_WIDTH = 64  # the tiny RoBERTa and the tiny CARE WavLM share it (CARE needs one width)
+CARE_STAGES = ("care_pretrain", "stage1_audio_care", "stage2_audio_care", "stage3_care")
+CARE_COMPARISONS = (("stage1_audio_care", "stage1_audio"), ("stage3_care", "stage3"))
 DEFAULT_CONFIGS = Path(__file__).resolve().parent.parent / "experiments" / "demo"
 
 
@@ -52,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["MERITSL_DEMO_DIR"] = str(out)  # the demo configs interpolate it
     started = time.perf_counter()
 
-    corpus = prepare_inputs(args.corpus, out, args.seed, args.size)
+    corpus = prepare_inputs(args.corpus, out, args.seed, args.size, care=any(s in CARE_STAGES for s in args.stages))
     print(f"[demo] corpus {corpus} ready ({time.perf_counter() - started:.0f} s)", flush=True)
 
     summary_path = out / "summary.json"
@@ -60,36 +76,67 @@ def main(argv: list[str] | None = None) -> int:
     checkpoints = {stage: entry.get("checkpoint") for stage, entry in summary.items()}
     for stage in args.stages:
         t0 = time.perf_counter()
-        stage_args = [f"--model.init_args.{k}={checkpoints[v]}" for k, v in UPSTREAM_ARGS.get(stage, {}).items()]
-        test, best = fit_and_test(Path(args.configs) / f"{args.corpus}_{stage}.yaml", [*stage_args, *overrides])
+        missing = [v for v in UPSTREAM_ARGS.get(stage, {}).values() if v.split("{")[1].rstrip("}") not in checkpoints]
+        if missing:
+            raise SystemExit(f"[demo] {stage} needs {missing} from an earlier run of this demo (--stages)")
+        stage_args = [f"--model.init_args.{k}={v.format(**checkpoints)}" for k, v in UPSTREAM_ARGS.get(stage, {}).items()]
+        stage_args.append(f"--trainer.logger.init_args.name={stage}")
+        config = Path(args.configs) / (f"{stage}.yaml" if stage in SHARED_CONFIGS else f"{args.corpus}_{CONFIGS.get(stage, stage)}.yaml")
+        if stage in PRETRAINING:
+            score, best = fit_only(config, [*stage_args, *overrides])
+            summary[stage] = {"validation": {"loss": score}}
+        else:
+            test, best = fit_and_test(config, [*stage_args, *overrides])
+            summary[stage] = {"test": {"weighted_f1": test["test/weighted_f1"], "accuracy": test["test/accuracy"]}}
         checkpoints[stage] = best
-        summary[stage] = {
-            "test": {"weighted_f1": test["test/weighted_f1"], "accuracy": test["test/accuracy"]},
-            "checkpoint": best,
-            "seconds": round(time.perf_counter() - t0, 1),
-        }
+        summary[stage].update(checkpoint=best, seconds=round(time.perf_counter() - t0, 1))
         summary_path.write_text(json.dumps(summary, indent=1))
     print(format_table(summary))
     print(f"[demo] total {time.perf_counter() - started:.0f} s; summary written to {summary_path}")
     failed = [c for c in check_claims(summary) if not c[2]]
     for better, worse, ok, margin in check_claims(summary):
         print(f"[demo] {better} - {worse} = {margin:+.3f} ({'ok' if ok else f'below the {MARGIN} target'})")
+    for care, plain in CARE_COMPARISONS:
+        if care in summary and plain in summary and "test" in summary[care] and "test" in summary[plain]:
+            diff = summary[care]["test"]["weighted_f1"] - summary[plain]["test"]["weighted_f1"]
+            print(f"[demo] {care} - {plain} = {diff:+.3f} (information: tiny CARE vs the filterbank encoder)")
     return 1 if args.strict and failed else 0
 
 
-def prepare_inputs(corpus: str, out: Path, seed: int, size: int | None) -> Path:
-    """Generate the corpus and the tiny RoBERTa (both idempotent); return the corpus folder."""
+def prepare_inputs(corpus: str, out: Path, seed: int, size: int | None, care: bool = True) -> Path:
+    """Generate the corpus and the tiny RoBERTa (idempotent); with ``care``, also the generated MSP-Podcast
+    corpus (manifest ``data/msp_podcast_manifest.jsonl``) and a tiny post-layer-norm WavLM for CARE.
+    Returns the corpus folder."""
+    from meritsl_lightning.data_modules.manifest import write_manifest
     from meritsl_lightning.generate import SIZE_OPTIONS, generator
     from meritsl_lightning.prepare import CORPORA
-    from meritsl_lightning.tiny_models import build_tiny_roberta
+    from meritsl_lightning.tiny_models import build_tiny_roberta, build_tiny_wavlm
 
     options: dict = {"seed": seed}
     if size is not None:
         options[SIZE_OPTIONS[corpus]] = size
     root = Path(generator(corpus)(out / "data", **options))
     rows = CORPORA[corpus].parse(root, protocol=CORPORA[corpus].default_protocol, text_only=True).utterances
-    build_tiny_roberta(out / "models" / "roberta", [u.text for u in rows if u.split == "train"])
+    build_tiny_roberta(out / "models" / "roberta", [u.text for u in rows if u.split == "train"], hidden_size=TINY_WIDTH)
+    if care:
+        msp = Path(generator("msp_podcast")(out / "data", seed=seed))
+        entry = CORPORA["msp_podcast"]
+        write_manifest(entry.parse(msp, protocol=entry.default_protocol).utterances, out / "data" / "msp_podcast_manifest.jsonl")
+        build_tiny_wavlm(out / "models" / "care-wavlm", hidden_size=TINY_WIDTH, num_layers=4, stable_layer_norm=False)
     return root
+
+
+def fit_only(config: Path, overrides: list[str]) -> tuple[float, str]:
+    """``meritsl fit --config config`` for a pre-training module: (best monitored score, best checkpoint)."""
+    from meritsl_lightning.cli import MeritslCLI
+
+    argv, sys.argv = sys.argv, sys.argv[:1]
+    try:
+        cli = MeritslCLI(args=["fit", "--config", str(config), *overrides])
+    finally:
+        sys.argv = argv
+    callback = cli.trainer.checkpoint_callback
+    return float(callback.best_model_score), callback.best_model_path
 
 
 def fit_and_test(config: Path, overrides: list[str]) -> tuple[dict[str, float], str]:
@@ -116,11 +163,14 @@ def check_claims(summary: dict) -> list[tuple[str, str, bool, float]]:
 
 
 def format_table(summary: dict) -> str:
-    lines = ["", f"{'stage':<14} {'test weighted F1':>17} {'test accuracy':>14} {'seconds':>8}"]
+    lines = ["", f"{'stage':<18} {'test weighted F1':>17} {'test accuracy':>14} {'seconds':>8}"]
     for stage in STAGES:
-        if stage in summary:
+        if stage in summary and stage in PRETRAINING:
+            loss = summary[stage]["validation"]["loss"]
+            lines.append(f"{stage:<18} {'(val loss ' + format(loss, '.4f') + ')':>32} {summary[stage].get('seconds', 0):>8.0f}")
+        elif stage in summary:
             t = summary[stage]["test"]
-            lines.append(f"{stage:<14} {t['weighted_f1']:>17.4f} {t['accuracy']:>14.4f} {summary[stage].get('seconds', 0):>8.0f}")
+            lines.append(f"{stage:<18} {t['weighted_f1']:>17.4f} {t['accuracy']:>14.4f} {summary[stage].get('seconds', 0):>8.0f}")
     return "\n".join(lines)
 
 

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     # the tiny RoBERTa of the IEMOCAP demo (tokenizer trained on its transcripts) is the encoder to pre-train
     demo_dir = out / "iemocap"
     os.environ["MERITSL_DEMO_DIR"] = str(demo_dir)
-    prepare_inputs("iemocap", demo_dir, args.seed, None)
+    prepare_inputs("iemocap", demo_dir, args.seed, None, care=False)
     from meritsl_lightning.cli import MeritslCLI
 
     pretrain = MeritslCLI(

@@ -89,11 +89,13 @@ def build_tiny_wavlm(
     conv_kernel: Sequence[int] = (10, 8, 4),
     conv_stride: Sequence[int] = (5, 8, 8),
     seed: int = 0,
+    stable_layer_norm: bool = True,
 ) -> Path:
     """A WavLM (20 ms frames, like the real one) with a Wav2Vec2FeatureExtractor; loads with AutoModel offline.
 
     It uses layer-norm conv features and attention masks (the WavLM-large convention), so an
-    utterance's features do not depend on how much padding its batch adds.
+    utterance's features do not depend on how much padding its batch adds. ``stable_layer_norm=False``
+    gives WavLM-base's post-layer-norm encoder (what CARE builds on).
     """
     out = Path(out_dir)
     recipe = {
@@ -106,6 +108,8 @@ def build_tiny_wavlm(
         "conv_stride": list(conv_stride),
         "seed": seed,
     }
+    if not stable_layer_norm:  # only then, so that existing tiny WavLM folders keep their recipe
+        recipe["stable_layer_norm"] = False
     if _is_built(out, recipe):
         return out
     out.mkdir(parents=True, exist_ok=True)
@@ -121,7 +125,7 @@ def build_tiny_wavlm(
         conv_kernel=list(conv_kernel),
         conv_stride=list(conv_stride),
         feat_extract_norm="layer",
-        do_stable_layer_norm=True,
+        do_stable_layer_norm=stable_layer_norm,
         num_conv_pos_embeddings=16,
         num_conv_pos_embedding_groups=4,
         num_buckets=32,

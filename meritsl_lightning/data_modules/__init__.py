@@ -16,6 +16,7 @@ _EXPORTS = {
     "CMUMOSIDataModule": "meritsl_lightning.data_modules.cmu_mosi",
     "MSPPodcastDataModule": "meritsl_lightning.data_modules.msp_podcast",
     "SilverDataModule": "meritsl_lightning.data_modules.silver",
+    "CAREPretrainDataModule": "meritsl_lightning.data_modules.care_pretrain",
 }
 __all__ = sorted(_EXPORTS)
 

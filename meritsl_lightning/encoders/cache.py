@@ -60,7 +60,8 @@ class EmbeddingCache:
         if not path.is_file():
             return None
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
+            # memory-mapped: large entries (CARE descriptors) are paged in on use and shared by loader workers
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except Exception as e:  # a torn or foreign file is a miss, never a crash
             log.warning("ignoring unreadable cache entry %s (%s)", path, e)
             return None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import math
 import os
 import warnings
@@ -44,6 +45,9 @@ class SpeechEncoder(nn.Module, ABC):
     num_layers: int
     feature_dim: int
     max_seconds: float | None = None  # longer inputs are centre-cropped (see encoders.audio)
+    # > 0: the first ``pooled_dim`` values of the last layer are the encoder's own utterance vector, which the
+    # Stage I head takes as a direct input beside the layer-weighted sum (CARE's pooled semantic vector)
+    pooled_dim: int = 0
 
     @abstractmethod
     def identity(self) -> str:
@@ -235,15 +239,20 @@ class HFSpeechEncoder(SpeechEncoder):
         return torch.stack([(states[i].float() * weights).sum(1) for i in self.layers], dim=1)
 
 
-# A prefixed spec "<kind>:<argument>" picks an encoder family; CARE registers itself here as "care".
+# A prefixed spec "<kind>:<argument>" picks an encoder family; families in other modules register
+# themselves on import ("care": a pre-trained CARE checkpoint, encoders/care.py).
 SPEECH_ENCODERS: dict[str, Callable[..., SpeechEncoder]] = {"hf": HFSpeechEncoder}
+_FAMILY_MODULES = {"care": "meritsl_lightning.encoders.care"}
 
 
 def build_speech_encoder(spec: str, **options: Any) -> SpeechEncoder:
-    """``"filterbank"`` -> FilterbankEncoder; ``"<kind>:<arg>"`` -> a registered family; else a HF id or folder."""
+    """``"filterbank"`` -> FilterbankEncoder; ``"<kind>:<arg>"`` -> a registered family (``hf:<id>``,
+    ``care:<checkpoint>``); else a Hugging Face id or folder."""
     if spec == "filterbank":
         return FilterbankEncoder(**options)
     kind, sep, argument = spec.partition(":")
+    if sep and kind in _FAMILY_MODULES and kind not in SPEECH_ENCODERS:
+        importlib.import_module(_FAMILY_MODULES[kind])
     if sep and kind in SPEECH_ENCODERS:
         return SPEECH_ENCODERS[kind](argument, **options)
     return HFSpeechEncoder(spec, **options)

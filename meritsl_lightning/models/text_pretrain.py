@@ -19,16 +19,24 @@ class TextPretrainModule(TextUtteranceModule):
     stage = "text_pretrain"
 
 
-def pretrained_text_encoder(checkpoint: str, pooling: TextPooling, max_length: int) -> TextEncoder:
-    """The encoder of a ``TextPretrainModule`` checkpoint (its base architecture rebuilt, its weights loaded)."""
+def pretrained_text_encoder(
+    checkpoint: str, pooling: TextPooling, max_length: int, strict_pooling: bool = True
+) -> TextEncoder:
+    """The encoder of a ``TextPretrainModule`` checkpoint (its base architecture rebuilt, its weights loaded).
+
+    ``strict_pooling=False`` allows a pooling other than the one it was trained with (its dense layer is
+    then not used), e.g. mean-pooled states as a CARE teacher.
+    """
     meta = read_stage_checkpoint(checkpoint, role="model_name_or_path", stages=(TextPretrainModule.stage,))
     blob = torch.load(meta.path, map_location="cpu", weights_only=True)
     hparams = blob["hyper_parameters"]
-    if hparams["pooling"] != pooling:
+    if strict_pooling and hparams["pooling"] != pooling:
         raise CheckpointMismatch(
             f"model_name_or_path: {checkpoint} was pre-trained with pooling {hparams['pooling']!r}, not {pooling!r}"
         )
     encoder = TextEncoder(hparams["model_name_or_path"], pooling, max_length)
     state = {k.removeprefix("encoder."): v for k, v in blob["state_dict"].items() if k.startswith("encoder.")}
+    if encoder.dense is None:
+        state = {k: v for k, v in state.items() if not k.startswith("dense.")}
     encoder.load_state_dict(state)
     return encoder

@@ -81,7 +81,10 @@ class TextUtteranceModule(BaseStageModule):
 
 
 class SpeechUtteranceModule(BaseStageModule):
-    """Stage I speech: the CARE-style downstream head over a frozen speech encoder's pooled layer features.
+    """Stage I speech: the CARE downstream head over a frozen speech encoder's pooled layer features.
+
+    ``speech_encoder`` picks the encoder (one config key): ``filterbank``, a Hugging Face SSL model id or
+    folder (``microsoft/wavlm-base``, ``hf:<id>``), or a pre-trained CARE checkpoint (``care:<best.ckpt>``).
 
     The encoder runs once per split; its features are cached on disk and standardised with training-set
     statistics.
@@ -121,6 +124,7 @@ class SpeechUtteranceModule(BaseStageModule):
             embedding_dim=self.hparams.embedding_dim,
             dropout=self.hparams.dropout,
             activation_name=self.hparams.activation,
+            pooled_dim=encoder.pooled_dim,
         )
 
     @property

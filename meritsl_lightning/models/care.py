@@ -1,0 +1,253 @@
+"""CARE pre-training (arXiv 2409.05566) as a LightningModule, and loading its checkpoints as encoders."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from meritsl_lightning.data_modules.care_pretrain import CAREPretrainDataModule, CARETargets, SpeechText
+from meritsl_lightning.encoders.acoustic_targets import DESCRIPTORS, acoustic_descriptors, descriptor_dim
+from meritsl_lightning.encoders.audio import load_audio
+from meritsl_lightning.encoders.cache import EmbeddingCache, file_identity
+from meritsl_lightning.encoders.care import CAREModel
+from meritsl_lightning.encoders.speech import _hash_model_folder
+from meritsl_lightning.encoders.text import TextEncoder
+from meritsl_lightning.models.checkpoints import CheckpointMismatch, read_stage_checkpoint
+
+log = logging.getLogger(__name__)
+
+CARE_STAGE = "care_pretrain"
+CHECKPOINT_FORMAT = 1
+TARGETS_VERSION = 1  # bump when the descriptor or teacher computation changes
+
+
+class CAREPretrainModule(LightningModule):
+    """Pre-trains CARE on speech with transcripts (``CAREPretrainDataModule``).
+
+    Losses (summed; their gradients are routed inside ``CAREModel``):
+
+    - semantic: MSE between the time-pooled semantic branch output and the text teacher's utterance
+      embedding of the transcript. ``teacher_model`` is the config switch: a Hugging Face id or folder is
+      mean-pooled over tokens (plain RoBERTa-base, the paper's default); a ``TextPretrainModule`` checkpoint
+      (``.ckpt``, the LLM-supervised "RoBERTa-FT") gives its own utterance vector. A teacher wider than the
+      semantic branch is matched through a trained linear map.
+    - acoustic (times ``acoustic_weight``): frame-wise MSE to the normalised descriptors of
+      ``encoders/acoustic_targets.py``.
+
+    Teacher embeddings and descriptors are computed once per split and cached (``cache_dir``). The
+    checkpoint monitor is ``val/loss``, the sum of both validation MSEs (the authors' selection rule).
+    """
+
+    stage = CARE_STAGE
+
+    def __init__(
+        self,
+        speech_model: str = "microsoft/wavlm-base",
+        text_model: str = "roberta-base",
+        teacher_model: str = "roberta-base",
+        shared_layers: int = 6,
+        descriptors: list[str] | None = None,
+        acoustic_weight: float = 1.0,
+        adapter_kernel: int = 5,
+        adapter_stride: int = 3,
+        lr: float = 1e-5,
+        betas: tuple[float, float] = (0.9, 0.99),
+        eps: float = 1e-6,
+        weight_decay: float = 0.0,
+        max_text_length: int = 128,
+        teacher_batch_size: int = 64,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.descriptor_names = list(descriptors or DESCRIPTORS)
+        text = pretrained_text_encoder_of(text_model, "mean", max_text_length).transformer if text_model.endswith(".ckpt") else text_model
+        self.care = CAREModel.from_pretrained(
+            speech_model, text, shared_layers=shared_layers, acoustic_dim=descriptor_dim(self.descriptor_names),
+            adapter_kernel=adapter_kernel, adapter_stride=adapter_stride,
+        )  # fmt: skip
+        teacher = load_teacher(teacher_model, max_text_length)
+        teacher.eval().requires_grad_(False)
+        self._frozen: dict[str, nn.Module] = {"teacher": teacher}  # a plain dict: never in the state dict
+        self.teacher_dim = teacher.output_dim
+        self.teacher_projection = nn.Identity() if self.teacher_dim == self.care.width else nn.Linear(self.care.width, self.teacher_dim)
+        self.cache = EmbeddingCache(cache_dir)
+
+    # -- targets ----------------------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        dm = self.trainer.datamodule
+        if not isinstance(dm, CAREPretrainDataModule):
+            raise TypeError(f"CAREPretrainModule needs a CAREPretrainDataModule, got {type(dm).__name__}")
+        dm.configure_crops(self.care.hop)
+        for split in ("train", "validation"):
+            rows = dm.split_rows(split)
+            dm.attach_targets(split, self._rank_zero_first(lambda r=rows: self.targets(r, dm.num_workers)))
+
+    def _rank_zero_first(self, fn: Any) -> Any:
+        trainer = self.trainer
+        if trainer.world_size > 1 and not trainer.is_global_zero:
+            trainer.strategy.barrier("meritsl_care_targets")
+            return fn()
+        result = fn()
+        if trainer.world_size > 1:
+            trainer.strategy.barrier("meritsl_care_targets")
+        return result
+
+    def targets(self, rows: list[SpeechText], num_workers: int = 0) -> CARETargets:
+        """Teacher embeddings and descriptors of ``rows``, from the cache or computed once."""
+        device = self.trainer.strategy.root_device if self._trainer is not None else self.device
+        texts = hashlib.sha256(json.dumps([(r.id, r.text) for r in rows]).encode()).hexdigest()
+        teacher_key = {"kind": "care_teacher", "version": TARGETS_VERSION, "model": self.teacher_identity(), "texts": texts}
+        teacher = self.cache.get_or_compute(teacher_key, lambda: self._teacher_embeddings([r.text for r in rows], device))
+        audio = hashlib.sha256(json.dumps([_audio_stamp(r.audio_path) for r in rows]).encode()).hexdigest()
+        base = {"kind": "care_descriptors", "version": TARGETS_VERSION, "names": self.descriptor_names, "hop": self.care.hop, "audio": audio}
+        flat, offsets = self.cache.get({**base, "part": "frames"}), self.cache.get({**base, "part": "offsets"})
+        if flat is None or offsets is None:
+            flat, offsets = compute_descriptors(rows, self.care.hop, self.descriptor_names, num_workers)
+            self.cache.put({**base, "part": "frames"}, flat)
+            self.cache.put({**base, "part": "offsets"}, offsets)
+        return CARETargets(teacher=teacher, descriptors=flat, offsets=offsets)
+
+    def teacher_identity(self) -> str:
+        source = self.hparams.teacher_model
+        path = Path(source)
+        weights = file_identity(path) if path.is_file() else _hash_model_folder(path) if path.is_dir() else source
+        return f"{weights}:max_length={self.hparams.max_text_length}"
+
+    @torch.inference_mode()
+    def _teacher_embeddings(self, texts: list[str], device: torch.device) -> torch.Tensor:
+        teacher = self._frozen["teacher"].to(device)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = torch.zeros(len(texts), teacher.output_dim)
+        step = self.hparams.teacher_batch_size
+        try:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                for start in tqdm(range(0, len(order), step), desc="CARE teacher", disable=len(order) < 50 * step):
+                    idx = order[start : start + step]
+                    out[idx] = teacher(**teacher.tokenize([texts[i] for i in idx], device)).float().cpu()
+        finally:
+            teacher.cpu()
+        return out
+
+    # -- steps ------------------------------------------------------------------------------------------------
+    def losses(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(semantic MSE, acoustic MSE over valid frames) of a batch."""
+        out = self.care(batch["waves"], batch["lengths"])
+        semantic = F.mse_loss(self.teacher_projection(out.semantic).float(), batch["teacher"].float())
+        frames = min(out.acoustic.shape[1], batch["acoustic"].shape[1])
+        valid = out.frame_mask[:, :frames] & (
+            torch.arange(frames, device=out.acoustic.device)[None, :] < batch["acoustic_lengths"][:, None]
+        )
+        error = (out.acoustic[:, :frames].float() - batch["acoustic"][:, :frames].float()).pow(2).mean(-1)
+        acoustic = error[valid].mean() if valid.any() else error.sum() * 0.0
+        return semantic, acoustic
+
+    def _step(self, batch: dict[str, torch.Tensor], prefix: str) -> torch.Tensor:
+        semantic, acoustic = self.losses(batch)
+        loss = semantic + self.hparams.acoustic_weight * acoustic
+        on_step = prefix == "train"
+        size = batch["waves"].shape[0]
+        self.log(f"{prefix}/semantic_loss", semantic, on_step=on_step, on_epoch=True, batch_size=size, sync_dist=not on_step)
+        self.log(f"{prefix}/acoustic_loss", acoustic, on_step=on_step, on_epoch=True, batch_size=size, sync_dist=not on_step)
+        self.log(f"{prefix}/loss", semantic + acoustic, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=size, sync_dist=not on_step)
+        return loss
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        params = [p for p in self.parameters() if p.requires_grad]
+        h = self.hparams
+        return torch.optim.AdamW(params, lr=h.lr, betas=tuple(h.betas), eps=h.eps, weight_decay=h.weight_decay)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        cls = type(self)
+        checkpoint["meritsl"] = {
+            "format": CHECKPOINT_FORMAT,
+            "stage": self.stage,
+            "modality": "audio",
+            "class_path": f"{cls.__module__}.{cls.__qualname__}",
+            "label_names": [],
+            "task": "pretraining",
+            "embedding_dim": 2 * self.care.width,
+            "upstream_identity": None,
+            "care": self.care.architecture(),
+        }
+
+
+def load_teacher(source: str, max_length: int) -> TextEncoder:
+    """The text teacher: a HF id/folder mean-pooled, or a ``TextPretrainModule`` checkpoint's own pooling."""
+    if source.endswith(".ckpt"):
+        return pretrained_text_encoder_of(source, None, max_length)
+    return TextEncoder(source, "mean", max_length)
+
+
+def pretrained_text_encoder_of(checkpoint: str, pooling: str | None, max_length: int) -> TextEncoder:
+    """The encoder of a text pre-training checkpoint, with its own pooling unless ``pooling`` is given."""
+    from meritsl_lightning.models.text_pretrain import pretrained_text_encoder
+
+    if pooling is None:
+        blob = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+        pooling = blob.get("hyper_parameters", {}).get("pooling", "cls_dense_tanh")
+    return pretrained_text_encoder(checkpoint, pooling, max_length, strict_pooling=False)
+
+
+def load_care_model(path: str | os.PathLike) -> CAREModel:
+    """Rebuild the CARE network a ``CAREPretrainModule`` checkpoint records and load its weights."""
+    meta = read_stage_checkpoint(str(path), role="care", stages=(CARE_STAGE,))
+    blob = torch.load(meta.path, map_location="cpu", weights_only=True, mmap=True)
+    architecture = blob["meritsl"].get("care")
+    if not architecture:
+        raise CheckpointMismatch(f"care: {path} records no CARE architecture")
+    model = CAREModel.from_configs(**architecture)
+    state = {k.removeprefix("care."): v for k, v in blob["state_dict"].items() if k.startswith("care.")}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        detail = next((line.strip() for line in str(e).splitlines()[1:] if line.strip()), str(e))
+        raise CheckpointMismatch(
+            f"care: the weights in {path} do not fit the CARE architecture it records "
+            f"({model.num_feature_layers} layers, width {model.width}): {detail}"
+        ) from e
+    return model.eval()
+
+
+def _audio_stamp(path: str) -> tuple[str, int, int]:
+    st = os.stat(path)
+    return str(Path(path).resolve()), st.st_size, st.st_mtime_ns
+
+
+class _DescriptorDataset(Dataset):
+    def __init__(self, rows: list[SpeechText], hop: int, names: list[str]) -> None:
+        self.rows, self.hop, self.names = rows, hop, names
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        wave = load_audio(self.rows[i].audio_path)
+        return acoustic_descriptors(wave, self.hop, names=self.names).half()
+
+
+def compute_descriptors(
+    rows: list[SpeechText], hop: int, names: list[str], num_workers: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Descriptors of every row, concatenated -> (``[frames, A]`` float16, offsets ``[N + 1]``)."""
+    loader = DataLoader(_DescriptorDataset(rows, hop, names), batch_size=None, num_workers=num_workers)
+    parts = list(tqdm(loader, total=len(rows), desc="CARE descriptors", disable=len(rows) < 1000))
+    lengths = torch.tensor([0] + [p.shape[0] for p in parts])
+    return torch.cat(parts), torch.cumsum(lengths, 0)

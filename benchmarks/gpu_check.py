@@ -1,4 +1,4 @@
-"""GPU check: every stage for a few steps on CUDA in bf16 (the demo chain), then throughput figures.
+"""GPU check: every stage for a few steps on CUDA in bf16 (the demo chain, CARE included), then throughput figures.
 
     python benchmarks/gpu_check.py                # on a CUDA machine (what `make gpu-check` runs)
     python benchmarks/gpu_check.py --device cpu --small   # the same code path, tiny, on a CPU
@@ -7,7 +7,9 @@ Throughput rows (random weights):
 - text pre-training / Stage I text step, RoBERTa-large-shaped, batch 32: LightningModule vs plain loop
   (benchmarks/text_pretrain_throughput.py);
 - frozen speech-encoder feature extraction, WavLM-base-shaped: audio seconds per second;
-- Stage II epoch with the embedding cache vs recomputing Stage I (benchmarks/stage2_cache.py).
+- Stage II epoch with the embedding cache vs recomputing Stage I (benchmarks/stage2_cache.py);
+- CARE pre-training steps at base size (batch 128 of 5 s crops): seconds/step, peak memory, projected
+  GPU-hours of the paper's 200 k steps, and CARE feature extraction speed (benchmarks/care_throughput.py).
 """
 
 from __future__ import annotations
@@ -73,7 +75,11 @@ def main() -> int:
 
     t0 = time.perf_counter()
     summary = run_demo_chain(out / "demo", accelerator, precision)
-    rows = [f"{stage:<14} test wF1 {v['test']['weighted_f1']:.4f}  ({v['seconds']:.0f} s)" for stage, v in summary.items()]
+    rows = [
+        f"{stage:<18} " + (f"test wF1 {v['test']['weighted_f1']:.4f}" if "test" in v else f"val loss {v['validation']['loss']:.4f}")
+        + f"  ({v['seconds']:.0f} s)"
+        for stage, v in summary.items()
+    ]
     print("\n".join(["every stage on", *rows, f"chain: {time.perf_counter() - t0:.0f} s"]))
 
     corpus = out / "demo" / "data" / "IEMOCAP_full_release"
@@ -82,6 +88,7 @@ def main() -> int:
     # Stage I text / pre-training step: the LightningModule against a plain loop
     subprocess.run([sys.executable, str(bench / "text_pretrain_throughput.py"), "--device", args.device, "--out", str(out / "text"), *small])
     subprocess.run([sys.executable, str(bench / "stage2_cache.py"), "--demo-dir", str(out / "demo")])
+    subprocess.run([sys.executable, str(bench / "care_throughput.py"), "--device", args.device, "--out", str(out / "care"), *small])
     audio_s = speech_throughput(out, corpus, args.device, args.small)
     print(f"speech features ({'tiny' if args.small else 'WavLM-base-shaped'}): {audio_s:.0f} audio-s/s")
     return 0

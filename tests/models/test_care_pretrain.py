@@ -1,0 +1,151 @@
+"""CARE pre-training through the CLI, its checkpoint as a speech encoder, and Stages I-III on its features."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from meritsl_lightning.cli import MeritslCLI
+from meritsl_lightning.data_modules.care_pretrain import CAREPretrainDataModule
+from meritsl_lightning.data_modules.iemocap_parser import parse_iemocap
+from meritsl_lightning.data_modules.manifest import CorpusProblem
+from meritsl_lightning.encoders.care import CAREEncoder
+from meritsl_lightning.encoders.speech import build_speech_encoder
+from meritsl_lightning.models.care import CAREPretrainModule, load_care_model
+from meritsl_lightning.models.checkpoints import CheckpointMismatch
+from meritsl_lightning.tiny_models import build_tiny_wavlm
+from tests.stage_runner import StageChain
+
+
+def write_transcripts(chain: StageChain, path: Path) -> Path:
+    """The chain corpus' audio as `meritsl transcribe` output (id, audio_path, text, error)."""
+    rows = [u for u in parse_iemocap(chain.corpus).utterances if u.audio_path]
+    with open(path, "w") as f:
+        for u in rows:
+            f.write(json.dumps({"id": u.utt_id, "audio_path": u.audio_path, "text": u.text, "error": None}) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def care_run(chain: StageChain, tmp_path_factory: pytest.TempPathFactory) -> tuple[MeritslCLI, Path]:
+    root = tmp_path_factory.mktemp("care")
+    wavlm = build_tiny_wavlm(root / "wavlm", hidden_size=16, num_layers=4, stable_layer_norm=False)
+    transcripts = write_transcripts(chain, root / "transcripts.jsonl")
+    cli = MeritslCLI(
+        args=[
+            "fit",
+            "--seed_everything=0",
+            "--trainer.max_epochs=6",
+            "--trainer.accelerator=cpu",
+            "--trainer.devices=1",
+            "--trainer.log_every_n_steps=1",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.enable_model_summary=false",
+            f"--trainer.default_root_dir={root}",
+            "--trainer.logger.class_path=lightning.pytorch.loggers.CSVLogger",
+            f"--trainer.logger.init_args.save_dir={root}",
+            "--trainer.logger.init_args.name=care",
+            "--checkpoint.monitor=val/loss",
+            "--checkpoint.mode=min",
+            "--model.class_path=meritsl_lightning.models.CAREPretrainModule",
+            f"--model.init_args.speech_model={wavlm}",
+            f"--model.init_args.text_model={chain.roberta}",
+            f"--model.init_args.teacher_model={chain.roberta}",
+            "--model.init_args.shared_layers=2",
+            "--model.init_args.lr=3e-3",
+            f"--model.init_args.cache_dir={root / 'cache'}",
+            "--data.class_path=meritsl_lightning.data_modules.CAREPretrainDataModule",
+            f"--data.init_args.path={transcripts}",
+            "--data.init_args.validation_fraction=0.25",
+            "--data.init_args.crop_seconds=1.0",
+            "--data.init_args.batch_size=4",
+        ]
+    )
+    return cli, Path(cli.trainer.checkpoint_callback.best_model_path)
+
+
+def _epoch_means(cli: MeritslCLI, key: str) -> list[float]:
+    rows = list(csv.DictReader(open(Path(cli.trainer.log_dir) / "metrics.csv")))
+    return [float(r[key]) for r in rows if r.get(key)]
+
+
+def test_both_losses_fall(care_run: tuple[MeritslCLI, Path]) -> None:
+    cli, best = care_run
+    assert cli.trainer.global_step >= 30  # a few dozen optimiser steps
+    for loss in ("train/semantic_loss_epoch", "train/acoustic_loss_epoch"):
+        values = _epoch_means(cli, loss)
+        assert len(values) == 6
+        assert values[-1] < 0.9 * values[0], (loss, values)
+    assert best.is_file() and best.name == "best.ckpt"
+
+
+def test_checkpoint_round_trips_as_a_speech_encoder(care_run: tuple[MeritslCLI, Path]) -> None:
+    cli, best = care_run
+    encoder = build_speech_encoder(f"care:{best}")
+    assert isinstance(encoder, CAREEncoder)
+    assert (encoder.num_layers, encoder.feature_dim, encoder.pooled_dim) == (5, 32, 16)
+    trained = CAREPretrainModule.load_from_checkpoint(best, map_location="cpu").care.eval()
+    torch.manual_seed(0)
+    waves = [torch.randn(8000) * 0.1, torch.randn(12000) * 0.1]
+    expected = torch.cat([trained.layer_features(w[None], torch.tensor([w.numel()])) for w in waves]).detach()
+    torch.testing.assert_close(encoder(waves), expected, atol=1e-4, rtol=1e-4)
+    # the encoder's identity follows the checkpoint's bytes
+    assert encoder.identity().startswith("care-v1:sha256=")
+
+
+def test_stages_one_to_three_run_on_care_features(chain: StageChain, care_run: tuple[MeritslCLI, Path]) -> None:
+    _, best = care_run
+    stage1 = chain.fit("stage1_audio", f"--model.init_args.speech_encoder=care:{best}", name="stage1_audio_care")
+    assert stage1.model.head.pooled_dim == 16
+    assert stage1.model.head.embed[0].in_features == 32 + 16  # layer-weighted sum ++ pooled semantic vector
+    ckpt1 = stage1.trainer.checkpoint_callback.best_model_path
+    stage2 = fit_with_upstream(chain, "stage2_audio", "stage2_audio_care", stage1_checkpoint=ckpt1)
+    ckpt2 = stage2.trainer.checkpoint_callback.best_model_path
+    stage3 = fit_with_upstream(chain, "stage3", "stage3_care", stage2_audio_checkpoint=ckpt2)
+    assert 0.0 <= stage3.test_results[0]["test/weighted_f1"] <= 1.0
+
+
+def fit_with_upstream(chain: StageChain, stage: str, name: str, **upstream: str) -> MeritslCLI:
+    """A chain stage with some of its earlier-stage checkpoints replaced."""
+    args = [a for a in chain.model_args(stage) if not any(f".{k}=" in a for k in upstream)]
+    args += [f"--model.init_args.{k}={v}" for k, v in upstream.items()]
+    return MeritslCLI(args=["fit", *chain.common_args(name), *args])
+
+
+def test_mismatched_care_checkpoints_are_refused(chain: StageChain, care_run: tuple[MeritslCLI, Path], tmp_path: Path) -> None:
+    _, best = care_run
+    with pytest.raises(CheckpointMismatch, match="5 layers x 32 features, but the config expects num_layers=13"):
+        CAREEncoder(best, num_layers=13)
+    with pytest.raises(CheckpointMismatch, match="feature_dim=1536"):
+        build_speech_encoder(f"care:{best}", feature_dim=1536)
+    blob = torch.load(best, map_location="cpu", weights_only=True)
+    blob["state_dict"]["care.acoustic_head.weight"] = torch.zeros(64, 32)  # a wider branch than recorded
+    tampered = tmp_path / "tampered.ckpt"
+    torch.save(blob, tampered)
+    with pytest.raises(CheckpointMismatch, match=r"do not fit the CARE architecture it records \(5 layers, width 16\).*acoustic_head"):
+        load_care_model(tampered)
+    with pytest.raises(CheckpointMismatch, match="but a care_pretrain checkpoint is needed"):
+        load_care_model(chain.checkpoints["stage1_audio"])
+
+
+def test_bad_rows_fail_with_file_and_line_or_are_counted(chain: StageChain, tmp_path: Path) -> None:
+    good = write_transcripts(chain, tmp_path / "good.jsonl").read_text().splitlines()
+    lines = [
+        *good[:6],
+        json.dumps({"id": "err", "audio_path": None, "text": None, "error": "cannot decode"}),
+        json.dumps({"id": "empty", "audio_path": json.loads(good[0])["audio_path"], "text": " ", "error": None}),
+        "{not json",
+        json.dumps({"id": "gone", "audio_path": str(tmp_path / "missing.wav"), "text": "hi", "error": None}),
+    ]
+    path = tmp_path / "transcripts.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(CorpusProblem, match=rf"{path}:9: malformed transcript row"):
+        CAREPretrainDataModule(str(path)).setup()
+    dm = CAREPretrainDataModule(str(path), on_error="skip", validation_fraction=0.5)
+    dm.setup()
+    assert len(dm.split_rows("train")) + len(dm.split_rows("validation")) == 6
+    assert dm.skipped == {"transcription_error": 1, "empty_text": 1, "malformed": 1, "missing_audio_file": 1}

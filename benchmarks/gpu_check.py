@@ -29,9 +29,9 @@ from meritsl_lightning.encoders.speech import HFSpeechEncoder, extract_features
 from meritsl_lightning.tiny_models import build_tiny_wavlm
 
 
-def run_demo_chain(out: Path, accelerator: str, precision: str) -> dict:
+def run_demo_chain(out: Path, accelerator: str, precision: str, size: int | None = None) -> dict:
     cmd = [
-        sys.executable, "-m", "meritsl_lightning", "demo", "--out", str(out),
+        sys.executable, "-m", "meritsl_lightning", "demo", "--out", str(out), *(["--size", str(size)] if size else []),
         f"--trainer.accelerator={accelerator}", f"--trainer.precision={precision}",
         "--trainer.max_epochs=2", "--trainer.enable_progress_bar=false",
     ]
@@ -63,6 +63,7 @@ def main() -> int:
     p.add_argument("--out", default="runs/gpu-check")
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     p.add_argument("--small", action="store_true", help="tiny encoders (a quick check of this script)")
+    p.add_argument("--demo-size", type=int, default=None, help="dialogues per session of the demo corpus (default: the demo's)")
     args = p.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         print("gpu-check: no CUDA device here (torch.cuda.is_available() is False); use --device cpu --small")
@@ -74,7 +75,7 @@ def main() -> int:
     print(f"gpu-check on {torch.cuda.get_device_name() if args.device == 'cuda' else 'cpu'}, precision {precision}")
 
     t0 = time.perf_counter()
-    summary = run_demo_chain(out / "demo", accelerator, precision)
+    summary = run_demo_chain(out / "demo", accelerator, precision, args.demo_size)
     rows = [
         f"{stage:<18} " + (f"test wF1 {v['test']['weighted_f1']:.4f}" if "test" in v else f"val loss {v['validation']['loss']:.4f}")
         + f"  ({v['seconds']:.0f} s)"

@@ -66,7 +66,7 @@ from meritsl_lightning.data_modules.generated.output import build_corpus
 from meritsl_lightning.data_modules.generated.speech import (
     SAMPLE_RATE,
     SynthesisJob,
-    espeak_version,
+    installed_espeak_version,
     synthesize_many,
 )
 
@@ -378,7 +378,7 @@ def generate_cmu_mosi(
         "videos": videos,
         "min_segments": min_segments,
         "max_segments": max_segments,
-        "espeak": espeak_version(),
+        "espeak": installed_espeak_version(),
     }
     return build_corpus(out_dir, CORPUS_FOLDER, parameters, lambda partial: _build(partial, parameters, workers))
 

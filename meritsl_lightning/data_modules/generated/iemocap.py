@@ -41,7 +41,7 @@ from meritsl_lightning.data_modules.generated.content import (
     make_speaker,
 )
 from meritsl_lightning.data_modules.generated.output import build_corpus
-from meritsl_lightning.data_modules.generated.speech import SynthesisJob, espeak_version, synthesize_many
+from meritsl_lightning.data_modules.generated.speech import SynthesisJob, installed_espeak_version, synthesize_many
 
 CORPUS_FOLDER = "IEMOCAP_full_release"
 GENERATOR_VERSION = 2  # bump whenever the output for the same parameters changes
@@ -332,7 +332,7 @@ def generate_iemocap(
         "dialogues_per_session": dialogues_per_session,
         "min_turns": min_turns,
         "max_turns": max_turns,
-        "espeak": espeak_version(),
+        "espeak": installed_espeak_version(),
     }
     dialog_names(1, dialogues_per_session)  # validates the count before any work
     return build_corpus(out_dir, CORPUS_FOLDER, parameters, lambda partial: _build(partial, parameters, config, workers))

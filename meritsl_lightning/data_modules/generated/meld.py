@@ -58,7 +58,7 @@ from meritsl_lightning.data_modules.generated.speech import (
     NOISE_FLOOR_DBFS,
     SAMPLE_RATE,
     espeak_executable,
-    espeak_version,
+    installed_espeak_version,
     synthesize,
 )
 from meritsl_lightning.data_modules.meld_parser import HEADER, MELD_SPLITS, MeldSplit
@@ -476,6 +476,6 @@ def generate_meld(
         "max_turns": max_turns,
         "other_fraction": other_fraction,
         "h264": has_h264(),
-        "espeak": espeak_version(),
+        "espeak": installed_espeak_version(),
     }
     return build_corpus(out_dir, CORPUS_FOLDER, parameters, lambda partial: _build(partial, parameters, config, workers))

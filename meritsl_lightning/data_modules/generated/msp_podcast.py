@@ -47,7 +47,7 @@ from meritsl_lightning.data_modules.generated.content import (
     make_speaker,
 )
 from meritsl_lightning.data_modules.generated.output import build_corpus
-from meritsl_lightning.data_modules.generated.speech import SynthesisJob, espeak_version, synthesize_many
+from meritsl_lightning.data_modules.generated.speech import SynthesisJob, installed_espeak_version, synthesize_many
 
 CORPUS_FOLDER = "MSP-PODCAST-Publish-1.11"
 GENERATOR_VERSION = 1
@@ -337,6 +337,6 @@ def generate_msp_podcast(
         "min_turns": min_turns,
         "max_turns": max_turns,
         "transcript_share": transcript_share,
-        "espeak": espeak_version(),
+        "espeak": installed_espeak_version(),
     }
     return build_corpus(out_dir, CORPUS_FOLDER, parameters, lambda partial: _build(partial, parameters, config, workers))

@@ -22,7 +22,8 @@ def build_corpus(out_dir: str | Path, folder: str, parameters: dict[str, Any], b
     generated with ``parameters``.
 
     A corpus with other parameters from the same generator is replaced; a folder that is not ours is never
-    touched. ``build`` writes into a hidden ``.partial`` folder renamed at the end, so a crash never leaves a
+    touched. Without espeak-ng (``parameters["espeak"]`` None) a corpus matching every other parameter is
+    reused; building one then fails with the install hint. ``build`` writes into a hidden ``.partial`` folder renamed at the end, so a crash never leaves a
     half-written corpus; it must write ``generated.json`` last.
     """
     out_dir = Path(out_dir).expanduser().resolve()
@@ -31,11 +32,17 @@ def build_corpus(out_dir: str | Path, folder: str, parameters: dict[str, Any], b
         existing = existing_parameters(root)
         if existing == parameters:
             return root
+        if parameters.get("espeak", "") is None and existing is not None and {**existing, "espeak": None} == parameters:
+            return root
         if existing is None or existing.get("generator") != parameters["generator"]:
             raise FileExistsError(
                 f"{root} exists and is not a corpus written by {parameters['generator']} (no generated.json of ours); "
                 "refusing to overwrite it. Choose another output folder."
             )
+    if parameters.get("espeak", "") is None:
+        from meritsl_lightning.data_modules.generated.speech import espeak_executable
+
+        espeak_executable()  # raises the install hint
     partial = out_dir / f".{folder}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)

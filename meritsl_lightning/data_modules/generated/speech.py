@@ -75,6 +75,14 @@ def espeak_version() -> str:
     return out.strip().split("  Data at:")[0]
 
 
+def installed_espeak_version() -> str | None:
+    """``espeak_version()``, or None when espeak-ng is not installed (an existing corpus can still be reused)."""
+    try:
+        return espeak_version()
+    except EspeakNotFoundError:
+        return None
+
+
 def espeak_command(voice: VoiceParams, wav_path: Path) -> list[str]:
     """The espeak-ng command line that speaks stdin with `voice` into `wav_path`."""
     return [

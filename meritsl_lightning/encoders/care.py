@@ -287,7 +287,9 @@ class CAREEncoder(SpeechEncoder):
         feature_dim: int | None = None,
     ) -> None:
         super().__init__()
-        from meritsl_lightning.models.care import load_care_model  # the checkpoint format lives with the module
+        from meritsl_lightning.models.care import (
+            load_care_model,  # the checkpoint format lives with the module
+        )
 
         self.checkpoint = str(Path(checkpoint).resolve())
         self.model = load_care_model(self.checkpoint)

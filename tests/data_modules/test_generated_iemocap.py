@@ -195,6 +195,21 @@ def test_generation_is_idempotent(corpus: Path) -> None:
     assert marker.stat().st_mtime_ns == before
 
 
+def test_without_espeak_an_existing_corpus_is_reused_and_a_new_one_refused(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    marker = corpus / "generated.json"
+    before = marker.stat().st_mtime_ns
+    monkeypatch.setattr(speech.shutil, "which", lambda name: None)  # e.g. a GPU machine without espeak-ng
+    assert generate_iemocap(corpus.parent, seed=0, **SMALL) == corpus
+    assert marker.stat().st_mtime_ns == before
+    with pytest.raises(speech.EspeakNotFoundError, match="apt-get install espeak-ng"):
+        generate_iemocap(tmp_path, seed=0, **SMALL)  # nothing to reuse here
+    with pytest.raises(speech.EspeakNotFoundError):
+        generate_iemocap(corpus.parent, seed=5, **SMALL)  # other parameters need a rebuild
+    assert marker.stat().st_mtime_ns == before
+
+
 def test_other_parameters_regenerate_and_foreign_folders_are_refused(tmp_path: Path) -> None:
     root = generate_iemocap(tmp_path, seed=3, dialogues_per_session=1, min_turns=4, max_turns=4)
     assert len(_emo_lines(root)) == 5 * 4

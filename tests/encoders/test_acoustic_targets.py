@@ -7,7 +7,12 @@ import math
 import pytest
 import torch
 
-from meritsl_lightning.encoders.acoustic_targets import DESCRIPTORS, acoustic_descriptors, descriptor_dim, num_frames
+from meritsl_lightning.encoders.acoustic_targets import (
+    DESCRIPTORS,
+    acoustic_descriptors,
+    descriptor_dim,
+    num_frames,
+)
 from meritsl_lightning.encoders.speech import _receptive_field
 
 WAVLM_BASE_KERNELS, WAVLM_BASE_STRIDES = (10, 3, 3, 3, 3, 2, 2), (5, 2, 2, 2, 2, 2, 2)

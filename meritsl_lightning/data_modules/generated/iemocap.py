@@ -41,7 +41,11 @@ from meritsl_lightning.data_modules.generated.content import (
     make_speaker,
 )
 from meritsl_lightning.data_modules.generated.output import build_corpus
-from meritsl_lightning.data_modules.generated.speech import SynthesisJob, installed_espeak_version, synthesize_many
+from meritsl_lightning.data_modules.generated.speech import (
+    SynthesisJob,
+    installed_espeak_version,
+    synthesize_many,
+)
 
 CORPUS_FOLDER = "IEMOCAP_full_release"
 GENERATOR_VERSION = 2  # bump whenever the output for the same parameters changes

@@ -47,7 +47,11 @@ from meritsl_lightning.data_modules.generated.content import (
     make_speaker,
 )
 from meritsl_lightning.data_modules.generated.output import build_corpus
-from meritsl_lightning.data_modules.generated.speech import SynthesisJob, installed_espeak_version, synthesize_many
+from meritsl_lightning.data_modules.generated.speech import (
+    SynthesisJob,
+    installed_espeak_version,
+    synthesize_many,
+)
 
 CORPUS_FOLDER = "MSP-PODCAST-Publish-1.11"
 GENERATOR_VERSION = 1

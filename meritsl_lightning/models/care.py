@@ -112,11 +112,15 @@ class CAREPretrainModule(LightningModule):
         teacher = self.cache.get_or_compute(teacher_key, lambda: self._teacher_embeddings([r.text for r in rows], device))
         audio = hashlib.sha256(json.dumps([_audio_stamp(r.audio_path) for r in rows]).encode()).hexdigest()
         base = {"kind": "care_descriptors", "version": TARGETS_VERSION, "names": self.descriptor_names, "hop": self.care.hop, "audio": audio}
-        flat, offsets = self.cache.get({**base, "part": "frames"}), self.cache.get({**base, "part": "offsets"})
-        if flat is None or offsets is None:
-            flat, offsets = compute_descriptors(rows, self.care.hop, self.descriptor_names, num_workers)
-            self.cache.put({**base, "part": "frames"}, flat)
-            self.cache.put({**base, "part": "offsets"}, offsets)
+        computed: list[tuple[torch.Tensor, torch.Tensor]] = []  # one pass yields both parts
+
+        def part(i: int) -> torch.Tensor:
+            if not computed:
+                computed.append(compute_descriptors(rows, self.care.hop, self.descriptor_names, num_workers))
+            return computed[0][i]
+
+        flat = self.cache.get_or_compute({**base, "part": "frames"}, lambda: part(0))
+        offsets = self.cache.get_or_compute({**base, "part": "offsets"}, lambda: part(1))
         return CARETargets(teacher=teacher, descriptors=flat, offsets=offsets)
 
     def teacher_identity(self) -> str:

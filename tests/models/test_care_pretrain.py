@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -17,8 +20,10 @@ from meritsl_lightning.encoders.care import CAREEncoder
 from meritsl_lightning.encoders.speech import build_speech_encoder
 from meritsl_lightning.models.care import CAREPretrainModule, load_care_model
 from meritsl_lightning.models.checkpoints import CheckpointMismatch
-from meritsl_lightning.tiny_models import build_tiny_wavlm
+from meritsl_lightning.tiny_models import build_tiny_roberta, build_tiny_wavlm
+from tests.models.test_text_pretrain import write_silver
 from tests.stage_runner import StageChain
+from tests.test_cli import clean_env
 
 
 def write_transcripts(chain: StageChain, path: Path) -> Path:
@@ -30,42 +35,52 @@ def write_transcripts(chain: StageChain, path: Path) -> Path:
     return path
 
 
+def care_args(root: Path, wavlm: Path, chain: StageChain, transcripts: Path, epochs: int, name: str = "care") -> list[str]:
+    return [
+        "--seed_everything=0",
+        f"--trainer.max_epochs={epochs}",
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=1",
+        "--trainer.log_every_n_steps=1",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        f"--trainer.default_root_dir={root}",
+        "--trainer.logger.class_path=lightning.pytorch.loggers.CSVLogger",
+        f"--trainer.logger.init_args.save_dir={root}",
+        f"--trainer.logger.init_args.name={name}",
+        "--checkpoint.monitor=val/loss",
+        "--checkpoint.mode=min",
+        "--model.class_path=meritsl_lightning.models.CAREPretrainModule",
+        f"--model.init_args.speech_model={wavlm}",
+        f"--model.init_args.text_model={chain.roberta}",
+        f"--model.init_args.teacher_model={chain.roberta}",
+        "--model.init_args.shared_layers=2",
+        "--model.init_args.lr=3e-3",
+        f"--model.init_args.cache_dir={root / 'cache'}",
+        "--data.class_path=meritsl_lightning.data_modules.CAREPretrainDataModule",
+        f"--data.init_args.path={transcripts}",
+        "--data.init_args.validation_fraction=0.25",
+        "--data.init_args.crop_seconds=1.0",
+        "--data.init_args.batch_size=4",
+    ]
+
+
+@dataclass
+class CARERun:
+    root: Path
+    wavlm: Path
+    transcripts: Path
+    cli: MeritslCLI
+    best: Path
+
+
 @pytest.fixture(scope="module")
-def care_run(chain: StageChain, tmp_path_factory: pytest.TempPathFactory) -> tuple[MeritslCLI, Path]:
+def care_run(chain: StageChain, tmp_path_factory: pytest.TempPathFactory) -> CARERun:
     root = tmp_path_factory.mktemp("care")
     wavlm = build_tiny_wavlm(root / "wavlm", hidden_size=16, num_layers=4, stable_layer_norm=False)
     transcripts = write_transcripts(chain, root / "transcripts.jsonl")
-    cli = MeritslCLI(
-        args=[
-            "fit",
-            "--seed_everything=0",
-            "--trainer.max_epochs=6",
-            "--trainer.accelerator=cpu",
-            "--trainer.devices=1",
-            "--trainer.log_every_n_steps=1",
-            "--trainer.enable_progress_bar=false",
-            "--trainer.enable_model_summary=false",
-            f"--trainer.default_root_dir={root}",
-            "--trainer.logger.class_path=lightning.pytorch.loggers.CSVLogger",
-            f"--trainer.logger.init_args.save_dir={root}",
-            "--trainer.logger.init_args.name=care",
-            "--checkpoint.monitor=val/loss",
-            "--checkpoint.mode=min",
-            "--model.class_path=meritsl_lightning.models.CAREPretrainModule",
-            f"--model.init_args.speech_model={wavlm}",
-            f"--model.init_args.text_model={chain.roberta}",
-            f"--model.init_args.teacher_model={chain.roberta}",
-            "--model.init_args.shared_layers=2",
-            "--model.init_args.lr=3e-3",
-            f"--model.init_args.cache_dir={root / 'cache'}",
-            "--data.class_path=meritsl_lightning.data_modules.CAREPretrainDataModule",
-            f"--data.init_args.path={transcripts}",
-            "--data.init_args.validation_fraction=0.25",
-            "--data.init_args.crop_seconds=1.0",
-            "--data.init_args.batch_size=4",
-        ]
-    )
-    return cli, Path(cli.trainer.checkpoint_callback.best_model_path)
+    cli = MeritslCLI(args=["fit", *care_args(root, wavlm, chain, transcripts, epochs=6)])
+    return CARERun(root, wavlm, transcripts, cli, Path(cli.trainer.checkpoint_callback.best_model_path))
 
 
 def _epoch_means(cli: MeritslCLI, key: str) -> list[float]:
@@ -73,8 +88,8 @@ def _epoch_means(cli: MeritslCLI, key: str) -> list[float]:
     return [float(r[key]) for r in rows if r.get(key)]
 
 
-def test_both_losses_fall(care_run: tuple[MeritslCLI, Path]) -> None:
-    cli, best = care_run
+def test_both_losses_fall(care_run: CARERun) -> None:
+    cli, best = care_run.cli, care_run.best
     assert cli.trainer.global_step >= 30  # a few dozen optimiser steps
     for loss in ("train/semantic_loss_epoch", "train/acoustic_loss_epoch"):
         values = _epoch_means(cli, loss)
@@ -83,8 +98,8 @@ def test_both_losses_fall(care_run: tuple[MeritslCLI, Path]) -> None:
     assert best.is_file() and best.name == "best.ckpt"
 
 
-def test_checkpoint_round_trips_as_a_speech_encoder(care_run: tuple[MeritslCLI, Path]) -> None:
-    cli, best = care_run
+def test_checkpoint_round_trips_as_a_speech_encoder(care_run: CARERun) -> None:
+    best = care_run.best
     encoder = build_speech_encoder(f"care:{best}")
     assert isinstance(encoder, CAREEncoder)
     assert (encoder.num_layers, encoder.feature_dim, encoder.pooled_dim) == (5, 32, 16)
@@ -97,8 +112,8 @@ def test_checkpoint_round_trips_as_a_speech_encoder(care_run: tuple[MeritslCLI, 
     assert encoder.identity().startswith("care-v1:sha256=")
 
 
-def test_stages_one_to_three_run_on_care_features(chain: StageChain, care_run: tuple[MeritslCLI, Path]) -> None:
-    _, best = care_run
+def test_stages_one_to_three_run_on_care_features(chain: StageChain, care_run: CARERun) -> None:
+    best = care_run.best
     stage1 = chain.fit("stage1_audio", f"--model.init_args.speech_encoder=care:{best}", name="stage1_audio_care")
     assert stage1.model.head.pooled_dim == 16
     assert stage1.model.head.embed[0].in_features == 32 + 16  # layer-weighted sum ++ pooled semantic vector
@@ -116,8 +131,8 @@ def fit_with_upstream(chain: StageChain, stage: str, name: str, **upstream: str)
     return MeritslCLI(args=["fit", *chain.common_args(name), *args])
 
 
-def test_mismatched_care_checkpoints_are_refused(chain: StageChain, care_run: tuple[MeritslCLI, Path], tmp_path: Path) -> None:
-    _, best = care_run
+def test_mismatched_care_checkpoints_are_refused(chain: StageChain, care_run: CARERun, tmp_path: Path) -> None:
+    best = care_run.best
     with pytest.raises(CheckpointMismatch, match="5 layers x 32 features, but the config expects num_layers=13"):
         CAREEncoder(best, num_layers=13)
     with pytest.raises(CheckpointMismatch, match="feature_dim=1536"):
@@ -149,3 +164,53 @@ def test_bad_rows_fail_with_file_and_line_or_are_counted(chain: StageChain, tmp_
     dm.setup()
     assert len(dm.split_rows("train")) + len(dm.split_rows("validation")) == 6
     assert dm.skipped == {"transcription_error": 1, "empty_text": 1, "malformed": 1, "missing_audio_file": 1}
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint_with_cached_targets(chain: StageChain, care_run: CARERun) -> None:
+    steps = care_run.cli.trainer.global_step
+    last = care_run.best.parent / "last.ckpt"
+    args = care_args(care_run.root, care_run.wavlm, chain, care_run.transcripts, epochs=7)
+    resumed = MeritslCLI(args=["fit", *args, f"--ckpt_path={last}"])
+    assert resumed.trainer.current_epoch == 7
+    assert resumed.trainer.global_step == steps + steps // 6
+    assert resumed.model.cache.misses == 0 and resumed.model.cache.hits == 6  # teacher, frames, offsets of both splits
+
+
+def test_two_process_ddp_fills_the_target_cache_once(chain: StageChain, care_run: CARERun, tmp_path: Path) -> None:
+    args = care_args(tmp_path, care_run.wavlm, chain, care_run.transcripts, epochs=1, name="ddp")
+    cmd = [sys.executable, "-m", "meritsl_lightning", "fit", *args, "--trainer.strategy=ddp", "--trainer.devices=2"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=clean_env(), timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "MEMBER: 2/2" in out.stderr
+    assert (tmp_path / "ddp" / "version_0" / "checkpoints" / "best.ckpt").is_file()
+    assert len(list((tmp_path / "cache").rglob("*.pt"))) == 6  # teacher, frames, offsets for each split
+
+
+def test_llm_supervised_teacher_checkpoint_is_the_switch(chain: StageChain, care_run: CARERun, tmp_path: Path) -> None:
+    """A TextPretrainModule checkpoint as teacher; wider than the branch, so a trained map matches widths."""
+    wide = build_tiny_roberta(tmp_path / "wide", [t.text for t in parse_iemocap(chain.corpus).utterances], hidden_size=32)
+    pretrain = MeritslCLI(
+        args=[
+            "fit",
+            *[a for a in chain.common_args("pretrain") if not a.startswith("--data.")],
+            f"--trainer.default_root_dir={tmp_path}",
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+            "--data.class_path=meritsl_lightning.data_modules.SilverDataModule",
+            f"--data.init_args.path={write_silver(tmp_path / 'silver.jsonl')}",
+            "--data.init_args.batch_size=8",
+            "--model.class_path=meritsl_lightning.models.TextPretrainModule",
+            f"--model.init_args.model_name_or_path={wide}",
+            f"--model.init_args.cache_dir={tmp_path / 'cache'}",
+        ]
+    )
+    teacher_ckpt = pretrain.trainer.checkpoint_callback.best_model_path
+    args = [a for a in care_args(tmp_path, care_run.wavlm, chain, care_run.transcripts, epochs=1, name="llm_teacher") if "teacher_model" not in a]
+    cli = MeritslCLI(args=["fit", *args, f"--model.init_args.teacher_model={teacher_ckpt}"])
+    model = cli.model
+    assert model.teacher_dim == 32 and isinstance(model.teacher_projection, torch.nn.Linear)
+    assert model.teacher_projection.in_features == 16
+    # the targets are the pre-trained model's own utterance vectors (its cls_dense_tanh pooling): within (-1, 1)
+    rows = cli.datamodule.split_rows("train")
+    targets = model.targets(rows)
+    assert targets.teacher.shape == (len(rows), 32) and targets.teacher.abs().max() < 1
+    assert "teacher_projection.weight" in torch.load(cli.trainer.checkpoint_callback.best_model_path, weights_only=True)["state_dict"]

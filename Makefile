@@ -38,6 +38,7 @@ lint: install
 benchmark: install
 	$(OFFLINE) $(BIN)/python benchmarks/stage2_cache.py --paper-sized-text
 	$(OFFLINE) $(BIN)/python benchmarks/text_pretrain_throughput.py --device cpu --small
+	$(OFFLINE) $(BIN)/python benchmarks/care_throughput.py --device cpu --small
 
 gpu-check: install
 	$(OFFLINE) $(BIN)/python benchmarks/gpu_check.py

@@ -77,10 +77,8 @@ class CAREPretrainModule(LightningModule):
             speech_model, text, shared_layers=shared_layers, acoustic_dim=descriptor_dim(self.descriptor_names),
             adapter_kernel=adapter_kernel, adapter_stride=adapter_stride,
         )  # fmt: skip
-        teacher = load_teacher(teacher_model, max_text_length)
-        teacher.eval().requires_grad_(False)
-        self._frozen: dict[str, nn.Module] = {"teacher": teacher}  # a plain dict: never in the state dict
-        self.teacher_dim = teacher.output_dim
+        self._frozen: dict[str, nn.Module] = {}  # the teacher, loaded on a cache miss only; never in the state dict
+        self.teacher_dim = teacher_width(teacher_model)
         self.teacher_projection = nn.Identity() if self.teacher_dim == self.care.width else nn.Linear(self.care.width, self.teacher_dim)
         self.cache = EmbeddingCache(cache_dir)
 
@@ -131,6 +129,8 @@ class CAREPretrainModule(LightningModule):
 
     @torch.inference_mode()
     def _teacher_embeddings(self, texts: list[str], device: torch.device) -> torch.Tensor:
+        if "teacher" not in self._frozen:
+            self._frozen["teacher"] = load_teacher(self.hparams.teacher_model, self.hparams.max_text_length).eval().requires_grad_(False)
         teacher = self._frozen["teacher"].to(device)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = torch.zeros(len(texts), teacher.output_dim)
@@ -198,6 +198,15 @@ def load_teacher(source: str, max_length: int) -> TextEncoder:
     if source.endswith(".ckpt"):
         return pretrained_text_encoder_of(source, None, max_length)
     return TextEncoder(source, "mean", max_length)
+
+
+def teacher_width(source: str) -> int:
+    """The teacher's embedding width, read from its config (the weights load only when targets are computed)."""
+    from transformers import AutoConfig
+
+    if source.endswith(".ckpt"):
+        source = torch.load(source, map_location="cpu", weights_only=True, mmap=True)["hyper_parameters"]["model_name_or_path"]
+    return int(AutoConfig.from_pretrained(source).hidden_size)
 
 
 def pretrained_text_encoder_of(checkpoint: str, pooling: str | None, max_length: int) -> TextEncoder:

@@ -174,6 +174,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_with_cached_targets(chain
     assert resumed.trainer.current_epoch == 7
     assert resumed.trainer.global_step == steps + steps // 6
     assert resumed.model.cache.misses == 0 and resumed.model.cache.hits == 6  # teacher, frames, offsets of both splits
+    assert "teacher" not in resumed.model._frozen  # cached targets: the teacher is never loaded
 
 
 def test_two_process_ddp_fills_the_target_cache_once(chain: StageChain, care_run: CARERun, tmp_path: Path) -> None:

@@ -151,3 +151,30 @@ def test_predict_writes_one_line_per_utterance(chain: StageChain, tmp_path: Path
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 6  # the 4-class test turns of the fixture
     assert all(r["label"] in ("hap", "sad", "neu", "ang") and abs(sum(r["probs"].values()) - 1) < 1e-4 for r in rows)
+
+
+@pytest.mark.parametrize("stage1_audio", ["iemocap", "meld", "cmu_mosi"])
+def test_speech_encoder_switch_in_the_paper_configs(stage1_audio: str, tmp_path: Path) -> None:
+    """SPEECH_ENCODER picks CARE (or any encoder) for Stage I speech; the config otherwise stays as it is."""
+    config = REPO / f"experiments/{stage1_audio}_stage1_audio.yaml"
+    for env, expected in ({}, "microsoft/wavlm-base"), ({"SPEECH_ENCODER": "care:runs/care/care_pretrain/best.ckpt"}, "care:runs/care/care_pretrain/best.ckpt"):
+        out = subprocess.run(
+            [str(BIN / "meritsl"), "fit", "--config", str(config), "--print_config"], capture_output=True, text=True, env=clean_env(**env)
+        )
+        assert out.returncode == 0, out.stderr
+        assert yaml.safe_load(out.stdout)["model"]["init_args"]["speech_encoder"] == expected
+
+
+def test_care_pretraining_config_selects_on_validation_loss() -> None:
+    out = subprocess.run(
+        [str(BIN / "meritsl"), "fit", "--config", str(REPO / "experiments/pretrain_care_msp_podcast.yaml"), "--print_config"],
+        capture_output=True,
+        text=True,
+        env=clean_env(CARE_TRANSCRIPTS="/data/msp/transcripts.jsonl"),
+    )
+    assert out.returncode == 0, out.stderr
+    config = yaml.safe_load(out.stdout)
+    assert (config["checkpoint"]["monitor"], config["checkpoint"]["mode"]) == ("val/loss", "min")
+    assert config["model"]["class_path"] == "meritsl_lightning.models.CAREPretrainModule"
+    assert config["data"]["init_args"]["path"] == "/data/msp/transcripts.jsonl"
+    assert (config["trainer"]["max_steps"], config["data"]["init_args"]["batch_size"]) == (200000, 128)

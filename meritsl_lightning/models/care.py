@@ -88,9 +88,13 @@ class CAREPretrainModule(LightningModule):
         if not isinstance(dm, CAREPretrainDataModule):
             raise TypeError(f"CAREPretrainModule needs a CAREPretrainDataModule, got {type(dm).__name__}")
         dm.configure_crops(self.care.hop)
-        for split in ("train", "validation"):
-            rows = dm.split_rows(split)
-            dm.attach_targets(split, self._rank_zero_first(lambda r=rows: self.targets(r, dm.num_workers)))
+        root = self.trainer.strategy.root_device
+        # a cold cache loads the teacher and runs loaders, which draw random numbers: fork the generators so
+        # that training is the same whether the targets were computed or read from the cache
+        with torch.random.fork_rng(devices=[root] if root.type == "cuda" else []):
+            for split in ("train", "validation"):
+                rows = dm.split_rows(split)
+                dm.attach_targets(split, self._rank_zero_first(lambda r=rows: self.targets(r, dm.num_workers)))
 
     def _rank_zero_first(self, fn: Any) -> Any:
         trainer = self.trainer

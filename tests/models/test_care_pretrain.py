@@ -215,3 +215,16 @@ def test_llm_supervised_teacher_checkpoint_is_the_switch(chain: StageChain, care
     targets = model.targets(rows)
     assert targets.teacher.shape == (len(rows), 32) and targets.teacher.abs().max() < 1
     assert "teacher_projection.weight" in torch.load(cli.trainer.checkpoint_callback.best_model_path, weights_only=True)["state_dict"]
+
+
+def test_training_is_the_same_with_a_cold_or_a_warm_target_cache(chain: StageChain, care_run: CARERun, tmp_path: Path) -> None:
+    def weights(name: str, cache: Path) -> dict[str, torch.Tensor]:
+        args = [a for a in care_args(tmp_path, care_run.wavlm, chain, care_run.transcripts, epochs=1, name=name) if "cache_dir" not in a]
+        cli = MeritslCLI(args=["fit", *args, f"--model.init_args.cache_dir={cache}", "--test_after_fit=false"])
+        return {k: v.clone() for k, v in cli.model.state_dict().items()}
+
+    cold = weights("cold", tmp_path / "fresh-cache")
+    warm = weights("warm", care_run.root / "cache")  # filled by the module's first run
+    assert cold.keys() == warm.keys()
+    for key in cold:
+        torch.testing.assert_close(cold[key], warm[key], rtol=0, atol=0, msg=key)

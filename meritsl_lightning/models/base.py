@@ -148,11 +148,15 @@ class BaseStageModule(LightningModule):
             )
         dm.use_batch_level(self.input_level)  # type: ignore[arg-type]
         splits = STAGE_SPLITS.get(stage, (dm.predict_split,))
-        for split in splits:
-            if split not in self._inputs:
-                data = dm.split_data(split)
-                self._inputs[split] = self.rank_zero_first(lambda d=data: self.prepare_split(d, self.extraction_device))
-                self._device_inputs.pop(split, None)
+        device = self.extraction_device
+        # a cache miss builds frozen models, which draws random numbers: fork the generators so that training
+        # is the same whether the inputs were computed or read from the cache
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            for split in splits:
+                if split not in self._inputs:
+                    data = dm.split_data(split)
+                    self._inputs[split] = self.rank_zero_first(lambda d=data: self.prepare_split(d, device))
+                    self._device_inputs.pop(split, None)
         self.on_inputs_ready(stage)
 
     def rank_zero_first(self, fn: Callable[[], Any]) -> Any:

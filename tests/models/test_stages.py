@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from meritsl_lightning.cli import MeritslCLI
 from meritsl_lightning.models import ContextModule, FusionModule, SpeechUtteranceModule, TextUtteranceModule
 from meritsl_lightning.models.checkpoints import CheckpointMismatch, read_stage_checkpoint
 from tests.stage_runner import StageChain
@@ -143,3 +144,20 @@ def test_speech_stage_refuses_utterances_without_audio(chain: StageChain, tmp_pa
     model = SpeechUtteranceModule(projection_dim=8, embedding_dim=8, label_names=dm.label_names, cache_dir=str(tmp_path / "c"))
     with pytest.raises(ValueError, match="none of the .* utterances has audio.*not one prepared with --text-only"):
         model.encoder_features(dm.split_data("train"), torch.device("cpu"))
+
+
+@pytest.mark.parametrize("stage", ["stage2_text", "stage3"])
+def test_training_is_the_same_with_a_cold_or_a_warm_cache(chain: StageChain, stage: str, tmp_path: Path) -> None:
+    """A cache miss loads frozen earlier stages (random numbers drawn); the trained weights must not depend on it."""
+
+    def weights(name: str, cache: Path) -> dict[str, torch.Tensor]:
+        args = [a for a in chain.model_args(stage) if "cache_dir" not in a] + [f"--model.init_args.cache_dir={cache}"]
+        cli = MeritslCLI(args=["fit", *chain.common_args(name), *args, f"--trainer.default_root_dir={tmp_path}",
+                               f"--trainer.logger.init_args.save_dir={tmp_path}", "--test_after_fit=false"])  # fmt: skip
+        return {k: v.clone() for k, v in cli.model.state_dict().items()}
+
+    cold = weights("cold", tmp_path / "fresh-cache")
+    warm = weights("warm", chain.cache_dir)  # the chain's own runs filled it
+    assert cold.keys() == warm.keys()
+    for key in cold:
+        torch.testing.assert_close(cold[key], warm[key], rtol=0, atol=0, msg=key)

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 CARE_STAGE = "care_pretrain"
 CHECKPOINT_FORMAT = 1
 TARGETS_VERSION = 1  # bump when the descriptor or teacher computation changes
+TARGET_POLL_SECONDS = 2.0
+TARGET_WAIT_SECONDS = 24 * 3600.0
 
 
 class CAREPretrainModule(LightningModule):
@@ -93,27 +96,42 @@ class CAREPretrainModule(LightningModule):
         # that training is the same whether the targets were computed or read from the cache
         with torch.random.fork_rng(devices=[root] if root.type == "cuda" else []):
             for split in ("train", "validation"):
-                rows = dm.split_rows(split)
-                dm.attach_targets(split, self._rank_zero_first(lambda r=rows: self.targets(r, dm.num_workers)))
+                dm.attach_targets(split, self._targets_under_ddp(dm.split_rows(split), dm.num_workers))
+        if self.trainer.world_size > 1:
+            self.trainer.strategy.barrier("meritsl_care_targets")
 
-    def _rank_zero_first(self, fn: Any) -> Any:
-        trainer = self.trainer
-        if trainer.world_size > 1 and not trainer.is_global_zero:
-            trainer.strategy.barrier("meritsl_care_targets")
-            return fn()
-        result = fn()
-        if trainer.world_size > 1:
-            trainer.strategy.barrier("meritsl_care_targets")
-        return result
+    def _targets_under_ddp(self, rows: list[SpeechText], num_workers: int) -> CARETargets:
+        """The first process of each node computes (or reads) the targets; the others wait for its cache files
+        without holding a collective, so a long first pass cannot run into the process group's timeout."""
+        if self.trainer.world_size > 1 and self.trainer.local_rank != 0:
+            paths = [self.cache.path_for(key) for key in self.target_keys(rows).values()]
+            waited = 0.0
+            while not all(p.is_file() for p in paths):
+                if waited > TARGET_WAIT_SECONDS:
+                    raise TimeoutError(
+                        f"rank {self.trainer.global_rank}: the CARE targets did not appear in {self.cache.root} within "
+                        f"{TARGET_WAIT_SECONDS / 3600:.0f} h (is the first process of this node still computing them?)"
+                    )
+                time.sleep(TARGET_POLL_SECONDS)
+                waited += TARGET_POLL_SECONDS
+        return self.targets(rows, num_workers)
+
+    def target_keys(self, rows: list[SpeechText]) -> dict[str, dict[str, Any]]:
+        """Cache keys of the teacher embeddings and of the descriptors (frames, offsets) of ``rows``."""
+        texts = hashlib.sha256(json.dumps([(r.id, r.text) for r in rows]).encode()).hexdigest()
+        audio = hashlib.sha256(json.dumps([_audio_stamp(r.audio_path) for r in rows]).encode()).hexdigest()
+        base = {"kind": "care_descriptors", "version": TARGETS_VERSION, "names": self.descriptor_names, "hop": self.care.hop, "audio": audio}
+        return {
+            "teacher": {"kind": "care_teacher", "version": TARGETS_VERSION, "model": self.teacher_identity(), "texts": texts},
+            "frames": {**base, "part": "frames"},
+            "offsets": {**base, "part": "offsets"},
+        }
 
     def targets(self, rows: list[SpeechText], num_workers: int = 0) -> CARETargets:
         """Teacher embeddings and descriptors of ``rows``, from the cache or computed once."""
         device = self.trainer.strategy.root_device if self._trainer is not None else self.device
-        texts = hashlib.sha256(json.dumps([(r.id, r.text) for r in rows]).encode()).hexdigest()
-        teacher_key = {"kind": "care_teacher", "version": TARGETS_VERSION, "model": self.teacher_identity(), "texts": texts}
-        teacher = self.cache.get_or_compute(teacher_key, lambda: self._teacher_embeddings([r.text for r in rows], device))
-        audio = hashlib.sha256(json.dumps([_audio_stamp(r.audio_path) for r in rows]).encode()).hexdigest()
-        base = {"kind": "care_descriptors", "version": TARGETS_VERSION, "names": self.descriptor_names, "hop": self.care.hop, "audio": audio}
+        keys = self.target_keys(rows)
+        teacher = self.cache.get_or_compute(keys["teacher"], lambda: self._teacher_embeddings([r.text for r in rows], device))
         computed: list[tuple[torch.Tensor, torch.Tensor]] = []  # one pass yields both parts
 
         def part(i: int) -> torch.Tensor:
@@ -121,8 +139,8 @@ class CAREPretrainModule(LightningModule):
                 computed.append(compute_descriptors(rows, self.care.hop, self.descriptor_names, num_workers))
             return computed[0][i]
 
-        flat = self.cache.get_or_compute({**base, "part": "frames"}, lambda: part(0))
-        offsets = self.cache.get_or_compute({**base, "part": "offsets"}, lambda: part(1))
+        flat = self.cache.get_or_compute(keys["frames"], lambda: part(0))
+        offsets = self.cache.get_or_compute(keys["offsets"], lambda: part(1))
         return CARETargets(teacher=teacher, descriptors=flat, offsets=offsets)
 
     def teacher_identity(self) -> str:

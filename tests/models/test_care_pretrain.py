@@ -228,3 +228,31 @@ def test_training_is_the_same_with_a_cold_or_a_warm_target_cache(chain: StageCha
     assert cold.keys() == warm.keys()
     for key in cold:
         torch.testing.assert_close(cold[key], warm[key], rtol=0, atol=0, msg=key)
+
+
+def test_other_ranks_wait_for_the_first_process_targets_without_computing(
+    care_run: CARERun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under DDP a non-first process polls for the cache files instead of blocking in a collective."""
+    import threading
+    from types import SimpleNamespace
+
+    import meritsl_lightning.models.care as care_module
+    from meritsl_lightning.encoders.cache import EmbeddingCache
+
+    monkeypatch.setattr(care_module, "TARGET_POLL_SECONDS", 0.05)
+    rows = care_run.cli.datamodule.split_rows("validation")
+    first = CAREPretrainModule.load_from_checkpoint(care_run.best, map_location="cpu", cache_dir=str(tmp_path))
+    other = CAREPretrainModule.load_from_checkpoint(care_run.best, map_location="cpu", cache_dir=str(tmp_path))
+    other._trainer = SimpleNamespace(world_size=2, local_rank=1, global_rank=1, strategy=SimpleNamespace(root_device=torch.device("cpu")))
+    worker = threading.Timer(0.5, lambda: first.targets(rows))
+    worker.start()
+    try:
+        waited = other._targets_under_ddp(rows, 0)
+    finally:
+        worker.join()
+    assert first.cache.misses == 3 and other.cache.misses == 0 and other.cache.hits == 3
+    torch.testing.assert_close(waited.teacher, EmbeddingCache(tmp_path).get(other.target_keys(rows)["teacher"]))
+    monkeypatch.setattr(care_module, "TARGET_WAIT_SECONDS", 0.2)
+    with pytest.raises(TimeoutError, match="did not appear"):
+        other._targets_under_ddp(care_run.cli.datamodule.split_rows("train")[:2], 0)

@@ -16,8 +16,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampl
 from meritsl_lightning.data_modules.batching import BucketBatchSampler
 from meritsl_lightning.data_modules.manifest import DefectLog, read_manifest
 from meritsl_lightning.encoders.acoustic_targets import num_frames
-from meritsl_lightning.encoders.audio import AudioError, audio_duration, load_audio
-from meritsl_lightning.encoders.care import pad_waves
+from meritsl_lightning.encoders.audio import AudioError, audio_duration, load_audio, pad_waves
 
 log = logging.getLogger(__name__)
 

@@ -126,3 +126,14 @@ def _read_pyav(path: Path, start: float | None, end: float | None) -> tuple[torc
     first = int(round(start * rate)) if start is not None else 0
     stop = int(round(end * rate)) if end is not None else data.shape[1]
     return data[:, first:stop], rate
+
+
+def pad_waves(waves: list[torch.Tensor], multiple: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-pad 1-D waveforms to one length (rounded up to ``multiple``) -> ``[B, N]`` and lengths ``[B]``."""
+    lengths = torch.tensor([w.numel() for w in waves])
+    longest = int(lengths.max()) if len(waves) else 0
+    longest = -(-longest // multiple) * multiple
+    out = torch.zeros(len(waves), longest)
+    for i, w in enumerate(waves):
+        out[i, : w.numel()] = w.flatten()
+    return out, lengths

@@ -36,8 +36,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from meritsl_lightning.encoders.audio import DEFAULT_SAMPLE_RATE, crop_center
+from meritsl_lightning.encoders.audio import DEFAULT_SAMPLE_RATE, crop_center, pad_waves
 from meritsl_lightning.encoders.speech import SPEECH_ENCODERS, SpeechEncoder, _receptive_field
+from meritsl_lightning.nn.pooling import masked_mean
 
 
 @dataclass
@@ -218,7 +219,7 @@ class CAREModel(nn.Module):
 
         return CAREOutput(
             acoustic=self.acoustic_head(a),
-            semantic=_masked_mean(s, valid),
+            semantic=masked_mean(s, valid),
             frame_mask=valid,
             semantic_layers=[*shared_states, *semantic_states] if return_layers else None,
             acoustic_layers=[*shared_states, *acoustic_states] if return_layers else None,
@@ -249,26 +250,10 @@ class CAREModel(nn.Module):
         out = self(waves, lengths, return_layers=True)
         assert out.semantic_layers is not None and out.acoustic_layers is not None
         pooled = [
-            torch.cat([_masked_mean(s, out.frame_mask), _masked_mean(a, out.frame_mask)], dim=-1)
+            torch.cat([masked_mean(s, out.frame_mask), masked_mean(a, out.frame_mask)], dim=-1)
             for s, a in zip(out.semantic_layers, out.acoustic_layers, strict=True)
         ]
         return torch.stack(pooled, dim=1)
-
-
-def _masked_mean(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    weights = valid.to(x.dtype).unsqueeze(-1)
-    return (x * weights).sum(1) / weights.sum(1).clamp_min(1.0)
-
-
-def pad_waves(waves: list[torch.Tensor], multiple: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """Zero-pad 1-D waveforms to one length (rounded up to ``multiple``) -> ``[B, N]`` and lengths ``[B]``."""
-    lengths = torch.tensor([w.numel() for w in waves])
-    longest = int(lengths.max()) if len(waves) else 0
-    longest = -(-longest // multiple) * multiple
-    out = torch.zeros(len(waves), longest)
-    for i, w in enumerate(waves):
-        out[i, : w.numel()] = w.flatten()
-    return out, lengths
 
 
 class CAREEncoder(SpeechEncoder):

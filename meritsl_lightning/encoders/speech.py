@@ -31,6 +31,7 @@ from meritsl_lightning.encoders.audio import (
     audio_duration,
     crop_center,
     load_audio,
+    pad_waves,
 )
 
 # Files whose bytes define a local Hugging Face model's behaviour (hashed into its identity).
@@ -213,13 +214,8 @@ class HFSpeechEncoder(SpeechEncoder):
                 return_tensors="pt",
             )
             return inputs["input_values"], inputs["attention_mask"]
-        longest = max(len(a) for a in arrays)
-        length = int(math.ceil(longest / multiple) * multiple)
-        values = torch.zeros(len(arrays), length)
-        mask = torch.zeros(len(arrays), length, dtype=torch.long)
-        for i, a in enumerate(arrays):
-            values[i, : len(a)] = torch.from_numpy(a)
-            mask[i, : len(a)] = 1
+        values, lengths = pad_waves([torch.from_numpy(a) for a in arrays], multiple)
+        mask = (torch.arange(values.shape[1])[None, :] < lengths[:, None]).long()
         return values, mask
 
     def _pooled_states(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import string
 import sys
 import time
 from pathlib import Path
@@ -20,10 +21,10 @@ STAGES = (
     "stage1_text", "stage1_audio", "stage2_text", "stage2_audio", "stage3",
     "care_pretrain", "stage1_audio_care", "stage2_audio_care", "stage3_care",
 )  # fmt: skip
-# stage -> its config (<corpus>_<name>.yaml, or <name>.yaml when corpus-independent)
+# stage -> its config <corpus>_<name>.yaml (the stage's own name unless listed)
 CONFIGS = {"stage1_audio_care": "stage1_audio", "stage2_audio_care": "stage2_audio", "stage3_care": "stage3"}
-SHARED_CONFIGS = ("care_pretrain",)
-PRETRAINING = ("care_pretrain",)  # no test split: recorded with their best validation loss
+# corpus-independent pre-training: config <stage>.yaml, no test split (recorded with the best validation loss)
+PRETRAINING = ("care_pretrain",)
 # init argument -> value pattern over earlier stages' checkpoints
 UPSTREAM_ARGS = {
     "stage2_text": {"stage1_checkpoint": "{stage1_text}"},
@@ -76,12 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     checkpoints = {stage: entry.get("checkpoint") for stage, entry in summary.items()}
     for stage in args.stages:
         t0 = time.perf_counter()
-        missing = [v for v in UPSTREAM_ARGS.get(stage, {}).values() if v.split("{")[1].rstrip("}") not in checkpoints]
+        needed = {name for v in UPSTREAM_ARGS.get(stage, {}).values() for _, name, _, _ in string.Formatter().parse(v) if name}
+        missing = sorted(needed - set(checkpoints))
         if missing:
             raise SystemExit(f"[demo] {stage} needs {missing} from an earlier run of this demo (--stages)")
         stage_args = [f"--model.init_args.{k}={v.format(**checkpoints)}" for k, v in UPSTREAM_ARGS.get(stage, {}).items()]
         stage_args.append(f"--trainer.logger.init_args.name={stage}")
-        config = Path(args.configs) / (f"{stage}.yaml" if stage in SHARED_CONFIGS else f"{args.corpus}_{CONFIGS.get(stage, stage)}.yaml")
+        config = Path(args.configs) / (f"{stage}.yaml" if stage in PRETRAINING else f"{args.corpus}_{CONFIGS.get(stage, stage)}.yaml")
         if stage in PRETRAINING:
             score, best = fit_only(config, [*stage_args, *overrides])
             summary[stage] = {"validation": {"loss": score}}

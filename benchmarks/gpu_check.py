@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from meritsl_lightning.data_modules.iemocap_parser import parse_iemocap
+from data_modules.iemocap_parser import parse_iemocap
 from meritsl_lightning.encoders.speech import HFSpeechEncoder, extract_features
 from meritsl_lightning.tiny_models import build_tiny_wavlm
 

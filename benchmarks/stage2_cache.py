@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from meritsl_lightning.data_modules import IEMOCAPDataModule
+from data_modules import IEMOCAPDataModule
 from meritsl_lightning.encoders.speech import extract_features
 from meritsl_lightning.models import ContextModule
 

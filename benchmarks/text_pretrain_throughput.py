@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from lightning.pytorch import Callback, Trainer
 
-from meritsl_lightning.data_modules import SilverDataModule
+from data_modules import SilverDataModule
 from meritsl_lightning.models import TextPretrainModule
 from meritsl_lightning.tiny_models import build_tiny_roberta
 
@@ -36,7 +36,7 @@ def texts_for_benchmark(n: int) -> list[str]:
         with open(MELD_CSV, encoding="utf-8") as f:
             texts = [row["Utterance"] for row in csv.DictReader(f)]
     else:
-        from meritsl_lightning.data_modules.generated import emotional_sentence, neutral_sentence
+        from data_modules.generated import emotional_sentence, neutral_sentence
 
         rng = random.Random(0)
         texts = [neutral_sentence(rng) if i % 2 else emotional_sentence(rng, "hap") for i in range(n)]

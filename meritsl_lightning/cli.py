@@ -21,11 +21,11 @@ from meritsl_lightning.callbacks import JsonlPredictionWriter
 TRAINER_COMMANDS = ("fit", "validate", "test", "predict")
 # name -> (module:function taking argv and returning an exit status, one-line help); imported on use
 PIPELINE_COMMANDS = {
-    "prepare": ("meritsl_lightning.prepare:main", "validate a corpus folder; write manifest.jsonl and report.json"),
-    "generate": ("meritsl_lightning.generate:main", "write a generated corpus in a real corpus layout"),
-    "demo": ("meritsl_lightning.demo:main", "generate a corpus, train and test all five stage models, print the table"),
-    "tabulate": ("meritsl_lightning.tabulate:main", "test metrics of runs as a table (mean, std, best over versions)"),
-    "demo-pretrain": ("meritsl_lightning.demo_pretrain:main", "the pre-training chain: transcribe, pseudo-label, pre-train, Stage I text"),
+    "prepare": ("meritsl_lightning.commands.prepare:main", "validate a corpus folder; write manifest.jsonl and report.json"),
+    "generate": ("meritsl_lightning.commands.generate:main", "write a generated corpus in a real corpus layout"),
+    "demo": ("meritsl_lightning.commands.demo:main", "generate a corpus, train and test all five stage models, print the table"),
+    "tabulate": ("meritsl_lightning.commands.tabulate:main", "test metrics of runs as a table (mean, std, best over versions)"),
+    "demo-pretrain": ("meritsl_lightning.commands.demo_pretrain:main", "the pre-training chain: transcribe, pseudo-label, pre-train, Stage I text"),
     "transcribe": ("meritsl_lightning.pseudo_labels.transcribe:main", "speech (manifest or audio folder) -> transcripts.jsonl with faster-whisper; resumable, shardable"),
     "pseudo-label": ("meritsl_lightning.pseudo_labels.pseudo_label:main", "label transcripts positive/negative/neutral with an LLM -> silver.jsonl + report"),
 }

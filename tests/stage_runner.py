@@ -49,7 +49,7 @@ class StageChain:
             "--trainer.logger.class_path=lightning.pytorch.loggers.CSVLogger",
             f"--trainer.logger.init_args.save_dir={self.root / 'runs'}",
             f"--trainer.logger.init_args.name={name}",
-            "--data.class_path=meritsl_lightning.data_modules.IEMOCAPDataModule",
+            "--data.class_path=data_modules.IEMOCAPDataModule",
             f"--data.init_args.root={self.corpus}",
             f"--data.init_args.protocol={protocol}",
             "--data.init_args.batch_size=4",

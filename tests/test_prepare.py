@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from meritsl_lightning.data_modules.manifest import read_manifest
-from meritsl_lightning.prepare import CORPORA, add_prepare_parser, main
+from data_modules.manifest import read_manifest
+from meritsl_lightning.commands.prepare import CORPORA, add_prepare_parser, main
 from tests.fixtures.iemocap_layout import (
     EXPECTED_EXCLUDED_4,
     EXPECTED_SPLITS,
@@ -143,7 +143,7 @@ def test_python_dash_m(tmp_path: Path) -> None:
     cmd = [
         sys.executable,
         "-m",
-        "meritsl_lightning.prepare",
+        "meritsl_lightning.commands.prepare",
         "iemocap",
         "--root",
         str(tmp_path),
@@ -158,8 +158,8 @@ def test_python_dash_m(tmp_path: Path) -> None:
 def test_text_only_needs_no_media(tmp_path: Path) -> None:
     import shutil
 
-    from meritsl_lightning.data_modules.manifest import read_manifest
-    from meritsl_lightning.prepare import main as prepare_main
+    from data_modules.manifest import read_manifest
+    from meritsl_lightning.commands.prepare import main as prepare_main
     from tests.fixtures.iemocap_layout import write_iemocap
 
     corpus = write_iemocap(tmp_path / "data")

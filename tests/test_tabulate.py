@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from meritsl_lightning.tabulate import collect, main
+from meritsl_lightning.commands.tabulate import collect, main
 
 
 def test_groups_versions_by_run_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

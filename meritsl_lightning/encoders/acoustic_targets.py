@@ -27,8 +27,9 @@ import torchaudio.compliance.kaldi as kaldi
 import torchaudio.functional as AF
 from torch.nn import functional as F
 
+from data_modules.audio import WINDOW_SAMPLES, num_frames
+
 DESCRIPTORS: dict[str, int] = {"fbank": 40, "mfcc": 20, "log_energy": 1, "zcr": 1, "log_f0": 1, "centroid": 1}
-WINDOW_SAMPLES = 400  # 25 ms at 16 kHz, WavLM's receptive field
 _PITCH_MIN_FRAMES = 48
 
 
@@ -37,11 +38,6 @@ def descriptor_dim(names: tuple[str, ...] | list[str] = tuple(DESCRIPTORS)) -> i
     if unknown or not names:
         raise ValueError(f"unknown acoustic descriptor(s) {unknown}; choose from {list(DESCRIPTORS)}")
     return sum(DESCRIPTORS[n] for n in names)
-
-
-def num_frames(num_samples: int, hop: int) -> int:
-    """Frames of a clip on the descriptor grid (at least one)."""
-    return max(1, (num_samples - WINDOW_SAMPLES) // hop + 1)
 
 
 def acoustic_descriptors(

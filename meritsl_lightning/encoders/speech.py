@@ -25,7 +25,7 @@ import torchaudio.functional as AF
 from torch import nn
 from tqdm.auto import tqdm
 
-from meritsl_lightning.encoders.audio import (
+from data_modules.audio import (
     DEFAULT_SAMPLE_RATE,
     AudioError,
     audio_duration,
@@ -236,9 +236,9 @@ class HFSpeechEncoder(SpeechEncoder):
 
 
 # A prefixed spec "<kind>:<argument>" picks an encoder family; families in other modules register
-# themselves on import ("care": a pre-trained CARE checkpoint, encoders/care.py).
+# themselves on import ("care": a pre-trained CARE checkpoint, encoders/care_speech.py).
 SPEECH_ENCODERS: dict[str, Callable[..., SpeechEncoder]] = {"hf": HFSpeechEncoder}
-_FAMILY_MODULES = {"care": "meritsl_lightning.encoders.care"}
+_FAMILY_MODULES = {"care": "meritsl_lightning.encoders.care_speech"}
 
 
 def build_speech_encoder(spec: str, **options: Any) -> SpeechEncoder:

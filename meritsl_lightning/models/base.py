@@ -16,11 +16,11 @@ from torch import nn
 from torchmetrics import ConfusionMatrix, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from meritsl_lightning.data_modules.base import ERCDataModule, SplitData
-from meritsl_lightning.data_modules.batching import IGNORE_INDEX, pad_conversations
+from data_modules.base import ERCDataModule, SplitData
+from data_modules.batching import IGNORE_INDEX, pad_conversations
+from meritsl_lightning.checkpoints import CheckpointMismatch, StageCheckpoint
 from meritsl_lightning.encoders.cache import EmbeddingCache
 from meritsl_lightning.metrics.sentiment import MOSIRegressionMetrics
-from meritsl_lightning.models.checkpoints import CheckpointMismatch, StageCheckpoint
 
 log = logging.getLogger(__name__)
 

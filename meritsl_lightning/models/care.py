@@ -17,18 +17,17 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from meritsl_lightning.data_modules.care_pretrain import CAREPretrainDataModule, CARETargets, SpeechText
+from data_modules.audio import load_audio
+from data_modules.care_pretrain import CAREPretrainDataModule, CARETargets, SpeechText
+from meritsl_lightning.checkpoints import CARE_STAGE, pretrained_text_encoder_of
 from meritsl_lightning.encoders.acoustic_targets import DESCRIPTORS, acoustic_descriptors, descriptor_dim
-from meritsl_lightning.encoders.audio import load_audio
 from meritsl_lightning.encoders.cache import EmbeddingCache, file_identity
 from meritsl_lightning.encoders.care import CAREModel
 from meritsl_lightning.encoders.speech import _hash_model_folder
 from meritsl_lightning.encoders.text import TextEncoder
-from meritsl_lightning.models.checkpoints import CheckpointMismatch, read_stage_checkpoint
 
 log = logging.getLogger(__name__)
 
-CARE_STAGE = "care_pretrain"
 CHECKPOINT_FORMAT = 1
 TARGETS_VERSION = 1  # bump when the descriptor or teacher computation changes
 TARGET_POLL_SECONDS = 2.0
@@ -229,36 +228,6 @@ def teacher_width(source: str) -> int:
     if source.endswith(".ckpt"):
         source = torch.load(source, map_location="cpu", weights_only=True, mmap=True)["hyper_parameters"]["model_name_or_path"]
     return int(AutoConfig.from_pretrained(source).hidden_size)
-
-
-def pretrained_text_encoder_of(checkpoint: str, pooling: str | None, max_length: int) -> TextEncoder:
-    """The encoder of a text pre-training checkpoint, with its own pooling unless ``pooling`` is given."""
-    from meritsl_lightning.models.text_pretrain import pretrained_text_encoder
-
-    if pooling is None:
-        blob = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
-        pooling = blob.get("hyper_parameters", {}).get("pooling", "cls_dense_tanh")
-    return pretrained_text_encoder(checkpoint, pooling, max_length, strict_pooling=False)
-
-
-def load_care_model(path: str | os.PathLike) -> CAREModel:
-    """Rebuild the CARE network a ``CAREPretrainModule`` checkpoint records and load its weights."""
-    meta = read_stage_checkpoint(str(path), role="care", stages=(CARE_STAGE,))
-    blob = torch.load(meta.path, map_location="cpu", weights_only=True, mmap=True)
-    architecture = blob["meritsl"].get("care")
-    if not architecture:
-        raise CheckpointMismatch(f"care: {path} records no CARE architecture")
-    model = CAREModel.from_configs(**architecture)
-    state = {k.removeprefix("care."): v for k, v in blob["state_dict"].items() if k.startswith("care.")}
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        detail = next((line.strip() for line in str(e).splitlines()[1:] if line.strip()), str(e))
-        raise CheckpointMismatch(
-            f"care: the weights in {path} do not fit the CARE architecture it records "
-            f"({model.num_feature_layers} layers, width {model.width}): {detail}"
-        ) from e
-    return model.eval()
 
 
 def _audio_stamp(path: str) -> tuple[str, int, int]:

@@ -6,9 +6,9 @@ from typing import Any
 
 import torch
 
-from meritsl_lightning.data_modules.base import SplitData
+from data_modules.base import SplitData
+from meritsl_lightning.checkpoints import read_stage_checkpoint
 from meritsl_lightning.models.base import BaseStageModule, check_upstream_unchanged, conversation_batches
-from meritsl_lightning.models.checkpoints import read_stage_checkpoint
 from meritsl_lightning.nn.co_attention import CoAttentionFusion
 
 

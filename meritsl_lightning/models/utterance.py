@@ -12,7 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from meritsl_lightning.data_modules.base import SplitData
+from data_modules.base import SplitData
+from meritsl_lightning.checkpoints import pretrained_text_encoder
 from meritsl_lightning.encoders.speech import SpeechEncoder, build_speech_encoder, extract_features
 from meritsl_lightning.encoders.text import TextEncoder, TextPooling
 from meritsl_lightning.models.base import BaseStageModule
@@ -49,8 +50,6 @@ class TextUtteranceModule(BaseStageModule):
     def configure_models(self) -> None:
         source = self.hparams.model_name_or_path
         if str(source).endswith(".ckpt"):
-            from meritsl_lightning.models.text_pretrain import pretrained_text_encoder
-
             self.encoder = pretrained_text_encoder(source, self.hparams.pooling, self.hparams.max_length)
         else:
             self.encoder = TextEncoder(source, self.hparams.pooling, self.hparams.max_length)

@@ -38,8 +38,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from meritsl_lightning.data_modules.manifest import read_manifest
-from meritsl_lightning.encoders.audio import AudioError, audio_duration, load_audio
+from data_modules.audio import AudioError, audio_duration, load_audio
+from data_modules.manifest import read_manifest
 from meritsl_lightning.pseudo_labels.shards import (
     append_rows,
     assign,

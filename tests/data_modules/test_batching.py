@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import RandomSampler, SequentialSampler
 
-from meritsl_lightning.data_modules.batching import (
+from data_modules.batching import (
     IGNORE_INDEX,
     BucketBatchSampler,
     ConversationCollator,

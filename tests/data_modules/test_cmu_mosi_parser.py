@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from meritsl_lightning.data_modules import cmu_mosi_parser
-from meritsl_lightning.data_modules.cmu_mosi_parser import (
+from data_modules import cmu_mosi_parser
+from data_modules.cmu_mosi_parser import (
     PROTOCOLS,
     PUBLISHED,
     VideoListError,
@@ -19,7 +19,7 @@ from meritsl_lightning.data_modules.cmu_mosi_parser import (
     parse_cmu_mosi,
     standard_folds,
 )
-from meritsl_lightning.data_modules.manifest import CorpusProblem
+from data_modules.manifest import CorpusProblem
 from tests.fixtures.mosi_layout import (
     EXPECTED_SIGNS,
     EXPECTED_SPLITS,

@@ -9,19 +9,19 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from meritsl_lightning.data_modules import CMUMOSIDataModule
-from meritsl_lightning.data_modules.cmu_mosi_parser import parse_cmu_mosi, standard_folds
-from meritsl_lightning.data_modules.generated.cmu_mosi import (
+from data_modules import CMUMOSIDataModule
+from data_modules.cmu_mosi_parser import parse_cmu_mosi, standard_folds
+from data_modules.generated.cmu_mosi import (
     CORPUS_FOLDER,
     VIDEO_LIST,
     generate_cmu_mosi,
     transcript_text,
     videos_per_split,
 )
-from meritsl_lightning.data_modules.generated.content import emotion_keywords
-from meritsl_lightning.data_modules.manifest import write_manifest
-from meritsl_lightning.generate import main as generate_main
-from meritsl_lightning.prepare import main as prepare_main
+from data_modules.generated.content import emotion_keywords
+from data_modules.manifest import write_manifest
+from meritsl_lightning.commands.generate import main as generate_main
+from meritsl_lightning.commands.prepare import main as prepare_main
 
 SIZE = {"videos": 6, "min_segments": 4, "max_segments": 6}
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from meritsl_lightning.data_modules.generated import content, speech
-from meritsl_lightning.data_modules.generated.content import (
+from data_modules.generated import content, speech
+from data_modules.generated.content import (
     OTHER,
     VOICE_SHIFTS,
     ContentConfig,
@@ -24,7 +24,7 @@ from meritsl_lightning.data_modules.generated.content import (
     generate_dialogue,
     make_speaker,
 )
-from meritsl_lightning.data_modules.generated.iemocap import dialog_names, generate_iemocap
+from data_modules.generated.iemocap import dialog_names, generate_iemocap
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import av
 import pytest
 
-from meritsl_lightning.data_modules import MELDDataModule
-from meritsl_lightning.data_modules.generated.content import ContentConfig
-from meritsl_lightning.data_modules.generated.meld import _plan, _write_csv, format_time, generate_meld
-from meritsl_lightning.data_modules.meld_parser import EMOTIONS, HEADER, MELD_SPLITS, TIME, parse_meld
-from meritsl_lightning.generate import GENERATORS, SIZE_OPTIONS, generator
+from data_modules import MELDDataModule
+from data_modules.generated.content import ContentConfig
+from data_modules.generated.meld import _plan, _write_csv, format_time, generate_meld
+from data_modules.meld_parser import EMOTIONS, HEADER, MELD_SPLITS, TIME, parse_meld
+from meritsl_lightning.commands.generate import GENERATORS, SIZE_OPTIONS, generator
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 
@@ -147,7 +147,7 @@ def test_regenerating_is_idempotent_and_refuses_foreign_folders(corpus: Path, tm
 
 
 def test_registered_with_generate_and_prepare() -> None:
-    from meritsl_lightning.prepare import CORPORA
+    from meritsl_lightning.commands.prepare import CORPORA
 
     assert "meld" in GENERATORS and SIZE_OPTIONS["meld"] == "dialogues_per_split"
     assert generator("meld") is generate_meld

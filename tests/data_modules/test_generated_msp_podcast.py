@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from meritsl_lightning.data_modules import MSPPodcastDataModule
-from meritsl_lightning.data_modules.generated.content import emotion_keywords
-from meritsl_lightning.data_modules.generated.msp_podcast import CORPUS_FOLDER, generate_msp_podcast
-from meritsl_lightning.data_modules.manifest import read_manifest
-from meritsl_lightning.data_modules.msp_podcast_parser import UNASSIGNED, parse_msp_podcast
-from meritsl_lightning.generate import GENERATORS, SIZE_OPTIONS
-from meritsl_lightning.generate import main as generate
-from meritsl_lightning.prepare import main as prepare
+from data_modules import MSPPodcastDataModule
+from data_modules.generated.content import emotion_keywords
+from data_modules.generated.msp_podcast import CORPUS_FOLDER, generate_msp_podcast
+from data_modules.manifest import read_manifest
+from data_modules.msp_podcast_parser import UNASSIGNED, parse_msp_podcast
+from meritsl_lightning.commands.generate import GENERATORS, SIZE_OPTIONS
+from meritsl_lightning.commands.generate import main as generate
+from meritsl_lightning.commands.prepare import main as prepare
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 

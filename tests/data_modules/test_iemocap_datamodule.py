@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from meritsl_lightning.data_modules import IEMOCAPDataModule
-from meritsl_lightning.data_modules.manifest import ManifestError, read_manifest, write_manifest
-from meritsl_lightning.prepare import main as prepare
+from data_modules import IEMOCAPDataModule
+from data_modules.manifest import ManifestError, read_manifest, write_manifest
+from meritsl_lightning.commands.prepare import main as prepare
 from tests.fixtures.iemocap_layout import EXPECTED_SPLITS, write_iemocap
 
 

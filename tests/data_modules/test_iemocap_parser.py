@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from meritsl_lightning.data_modules.iemocap_parser import PROTOCOLS, parse_iemocap
-from meritsl_lightning.data_modules.manifest import CorpusProblem, Defect
+from data_modules.iemocap_parser import PROTOCOLS, parse_iemocap
+from data_modules.manifest import CorpusProblem, Defect
 from tests.fixtures.iemocap_layout import (
     EXPECTED_EXCLUDED_4,
     EXPECTED_SPLITS,

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from meritsl_lightning.data_modules import MELDDataModule
-from meritsl_lightning.data_modules.generated.meld import write_clip
-from meritsl_lightning.data_modules.manifest import CorpusProblem, read_manifest
-from meritsl_lightning.data_modules.meld_parser import EMOTIONS, PROTOCOLS, SENTIMENTS, check_clip, parse_meld
-from meritsl_lightning.encoders.audio import load_audio
-from meritsl_lightning.prepare import main as prepare
+from data_modules import MELDDataModule
+from data_modules.audio import load_audio
+from data_modules.generated.meld import write_clip
+from data_modules.manifest import CorpusProblem, read_manifest
+from data_modules.meld_parser import EMOTIONS, PROTOCOLS, SENTIMENTS, check_clip, parse_meld
+from meritsl_lightning.commands.prepare import main as prepare
 from tests.fixtures.meld_layout import (
     EXPECTED_DIALOGUES,
     EXPECTED_SPLITS,

@@ -12,18 +12,18 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from meritsl_lightning.data_modules import MSPPodcastDataModule
-from meritsl_lightning.data_modules.batching import IGNORE_INDEX
-from meritsl_lightning.data_modules.manifest import CorpusProblem, Defect, ParseResult, read_manifest
-from meritsl_lightning.data_modules.msp_podcast_parser import (
+from data_modules import MSPPodcastDataModule
+from data_modules.batching import IGNORE_INDEX
+from data_modules.manifest import CorpusProblem, Defect, ParseResult, read_manifest
+from data_modules.msp_podcast_parser import (
     EMO_CLASSES,
     PROTOCOLS,
     UNASSIGNED,
     conversation_key,
     parse_msp_podcast,
 )
-from meritsl_lightning.prepare import CORPORA
-from meritsl_lightning.prepare import main as prepare
+from meritsl_lightning.commands.prepare import CORPORA
+from meritsl_lightning.commands.prepare import main as prepare
 from tests.fixtures.msp_layout import (
     EXPECTED_ORDER,
     EXPECTED_SPLITS,

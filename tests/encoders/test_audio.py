@@ -12,7 +12,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from meritsl_lightning.encoders.audio import AudioError, audio_duration, crop_center, load_audio
+from data_modules.audio import AudioError, audio_duration, crop_center, load_audio
 
 needs_ffmpeg = pytest.mark.skipif(
     shutil.which("ffmpeg") is None, reason="the ffmpeg CLI makes the MP4 fixtures"

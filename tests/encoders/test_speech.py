@@ -14,7 +14,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from meritsl_lightning.encoders.audio import AudioError, load_audio  # noqa: E402
+from data_modules.audio import AudioError, load_audio  # noqa: E402
 from meritsl_lightning.encoders.speech import (  # noqa: E402
     FilterbankEncoder,
     HFSpeechEncoder,

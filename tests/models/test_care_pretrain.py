@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from data_modules.care_pretrain import CAREPretrainDataModule
+from data_modules.iemocap_parser import parse_iemocap
+from data_modules.manifest import CorpusProblem
+from meritsl_lightning.checkpoints import CheckpointMismatch, load_care_model
 from meritsl_lightning.cli import MeritslCLI
-from meritsl_lightning.data_modules.care_pretrain import CAREPretrainDataModule
-from meritsl_lightning.data_modules.iemocap_parser import parse_iemocap
-from meritsl_lightning.data_modules.manifest import CorpusProblem
-from meritsl_lightning.encoders.care import CAREEncoder
+from meritsl_lightning.encoders.care_speech import CAREEncoder
 from meritsl_lightning.encoders.speech import build_speech_encoder
-from meritsl_lightning.models.care import CAREPretrainModule, load_care_model
-from meritsl_lightning.models.checkpoints import CheckpointMismatch
+from meritsl_lightning.models.care import CAREPretrainModule
 from meritsl_lightning.tiny_models import build_tiny_roberta, build_tiny_wavlm
 from tests.models.test_text_pretrain import write_silver
 from tests.stage_runner import StageChain
@@ -57,7 +57,7 @@ def care_args(root: Path, wavlm: Path, chain: StageChain, transcripts: Path, epo
         "--model.init_args.shared_layers=2",
         "--model.init_args.lr=3e-3",
         f"--model.init_args.cache_dir={root / 'cache'}",
-        "--data.class_path=meritsl_lightning.data_modules.CAREPretrainDataModule",
+        "--data.class_path=data_modules.CAREPretrainDataModule",
         f"--data.init_args.path={transcripts}",
         "--data.init_args.validation_fraction=0.25",
         "--data.init_args.crop_seconds=1.0",
@@ -196,7 +196,7 @@ def test_llm_supervised_teacher_checkpoint_is_the_switch(chain: StageChain, care
             *[a for a in chain.common_args("pretrain") if not a.startswith("--data.")],
             f"--trainer.default_root_dir={tmp_path}",
             f"--trainer.logger.init_args.save_dir={tmp_path}",
-            "--data.class_path=meritsl_lightning.data_modules.SilverDataModule",
+            "--data.class_path=data_modules.SilverDataModule",
             f"--data.init_args.path={write_silver(tmp_path / 'silver.jsonl')}",
             "--data.init_args.batch_size=8",
             "--model.class_path=meritsl_lightning.models.TextPretrainModule",

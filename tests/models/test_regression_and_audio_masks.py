@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 
+from data_modules import IEMOCAPDataModule
+from data_modules.manifest import Utterance
 from meritsl_lightning.cli import MeritslCLI
-from meritsl_lightning.data_modules import IEMOCAPDataModule
-from meritsl_lightning.data_modules.manifest import Utterance
 from meritsl_lightning.models import SpeechUtteranceModule
 from tests.stage_runner import StageChain
 
@@ -26,7 +26,7 @@ class SignedIEMOCAP(IEMOCAPDataModule):
         super().__init__(root=root, protocol="signed", batch_size=batch_size)
 
     def parse(self):  # type: ignore[override]
-        from meritsl_lightning.data_modules.iemocap_parser import parse_iemocap
+        from data_modules.iemocap_parser import parse_iemocap
 
         result = parse_iemocap(self.root, protocol="iemocap4")
         result.utterances = [

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from meritsl_lightning.checkpoints import CheckpointMismatch, read_stage_checkpoint
 from meritsl_lightning.cli import MeritslCLI
 from meritsl_lightning.models import ContextModule, FusionModule, SpeechUtteranceModule, TextUtteranceModule
-from meritsl_lightning.models.checkpoints import CheckpointMismatch, read_stage_checkpoint
 from tests.stage_runner import StageChain
 
 EXPECTED = {
@@ -131,9 +131,9 @@ def test_changed_upstream_is_refused_when_loading(chain: StageChain, tmp_path: P
 
 
 def test_speech_stage_refuses_utterances_without_audio(chain: StageChain, tmp_path: Path) -> None:
-    from meritsl_lightning.data_modules import IEMOCAPDataModule
-    from meritsl_lightning.data_modules.manifest import read_manifest, write_manifest
-    from meritsl_lightning.prepare import main as prepare
+    from data_modules import IEMOCAPDataModule
+    from data_modules.manifest import read_manifest, write_manifest
+    from meritsl_lightning.commands.prepare import main as prepare
 
     assert prepare(["iemocap", "--root", str(chain.corpus), "--out", str(tmp_path)]) == 0
     rows = read_manifest(tmp_path / "manifest.jsonl")

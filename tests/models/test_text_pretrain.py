@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from data_modules import SilverDataModule
+from data_modules.manifest import CorpusProblem
+from meritsl_lightning.checkpoints import CheckpointMismatch
 from meritsl_lightning.cli import MeritslCLI
-from meritsl_lightning.data_modules import SilverDataModule
-from meritsl_lightning.data_modules.manifest import CorpusProblem
 from meritsl_lightning.models import TextUtteranceModule
-from meritsl_lightning.models.checkpoints import CheckpointMismatch
 from tests.fixtures.iemocap_layout import default_dialogues
 from tests.stage_runner import StageChain
 
@@ -51,7 +51,7 @@ def test_pretrain_then_stage1_text_starts_from_it(chain: StageChain, tmp_path: P
         args=[
             "fit",
             *[a for a in chain.common_args("pretrain") if not a.startswith("--data.")],
-            "--data.class_path=meritsl_lightning.data_modules.SilverDataModule",
+            "--data.class_path=data_modules.SilverDataModule",
             f"--data.init_args.path={silver}",
             "--data.init_args.batch_size=8",
             "--model.class_path=meritsl_lightning.models.TextPretrainModule",

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from meritsl_lightning.data_modules.manifest import Utterance, write_manifest
+from data_modules.manifest import Utterance, write_manifest
 from meritsl_lightning.pseudo_labels.shards import locked, resolve_rows, resolve_shard
 from meritsl_lightning.pseudo_labels.transcribe import PIECE_ALIGN, ROW_FIELDS, SAMPLE_RATE, _layout, main
 from meritsl_lightning.tiny_whisper import build_tiny_whisper_ct2

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from meritsl_lightning.data_modules.iemocap_parser import check_wav
-from meritsl_lightning.data_modules.manifest import (
+from data_modules.iemocap_parser import check_wav
+from data_modules.manifest import (
     SPLITS,
     DefectLog,
     ParseResult,

@@ -40,7 +40,7 @@ def build_corpus(out_dir: str | Path, folder: str, parameters: dict[str, Any], b
                 "refusing to overwrite it. Choose another output folder."
             )
     if parameters.get("espeak", "") is None:
-        from meritsl_lightning.data_modules.generated.speech import espeak_executable
+        from data_modules.generated.speech import espeak_executable
 
         espeak_executable()  # raises the install hint
     partial = out_dir / f".{folder}.partial"

@@ -24,7 +24,7 @@ import soundfile as sf
 import torch
 import torchaudio
 
-from meritsl_lightning.data_modules.generated.content import VoiceParams
+from data_modules.generated.content import VoiceParams
 
 ESPEAK = "espeak-ng"
 ESPEAK_APT_PACKAGE = "espeak-ng"

@@ -13,14 +13,14 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 
-from meritsl_lightning.data_modules.batching import (
+from data_modules.batching import (
     IGNORE_INDEX,
     BucketBatchSampler,
     ConversationCollator,
     IndexDataset,
     UtteranceCollator,
 )
-from meritsl_lightning.data_modules.manifest import (
+from data_modules.manifest import (
     SPLITS,
     ManifestError,
     ParseResult,

@@ -58,8 +58,8 @@ from typing import Any, Literal
 
 import soundfile as sf
 
-from meritsl_lightning.data_modules.iemocap_parser import check_wav
-from meritsl_lightning.data_modules.manifest import DefectLog, ParseResult, Utterance
+from data_modules.iemocap_parser import check_wav
+from data_modules.manifest import DefectLog, ParseResult, Utterance
 
 DATASET = "msp_podcast"
 AUDIO_DIR = "Audios"

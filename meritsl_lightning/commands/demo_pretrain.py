@@ -14,7 +14,7 @@ import os
 import time
 from pathlib import Path
 
-from meritsl_lightning.demo import DEFAULT_CONFIGS, fit_and_test, prepare_inputs
+from meritsl_lightning.commands.demo import DEFAULT_CONFIGS, fit_and_test, prepare_inputs
 
 
 def whisper_model(models: Path, real: bool) -> str:
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out).resolve()
     started = time.perf_counter()
 
-    from meritsl_lightning.generate import generator
+    from meritsl_lightning.commands.generate import generator
     from meritsl_lightning.pseudo_labels.pseudo_label import main as pseudo_label
     from meritsl_lightning.pseudo_labels.transcribe import main as transcribe
     from meritsl_lightning.tiny_models import build_tiny_causal_lm
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             "fit", "--seed_everything=0", f"--trainer.max_epochs={args.epochs}", "--trainer.accelerator=cpu",
             f"--trainer.default_root_dir={out}", "--trainer.logger.class_path=lightning.pytorch.loggers.CSVLogger",
             f"--trainer.logger.init_args.save_dir={out / 'logs'}", "--trainer.logger.init_args.name=text_pretrain",
-            "--data.class_path=meritsl_lightning.data_modules.SilverDataModule", f"--data.init_args.path={silver}",
+            "--data.class_path=data_modules.SilverDataModule", f"--data.init_args.path={silver}",
             "--data.init_args.batch_size=16", "--model.class_path=meritsl_lightning.models.TextPretrainModule",
             f"--model.init_args.model_name_or_path={demo_dir / 'models' / 'roberta'}", "--model.init_args.lr=1e-3",
             *overrides,

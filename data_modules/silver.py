@@ -8,8 +8,8 @@ import random
 from pathlib import Path
 from typing import Literal
 
-from meritsl_lightning.data_modules.base import ERCDataModule
-from meritsl_lightning.data_modules.manifest import CorpusProblem, Defect, ParseResult, Utterance
+from data_modules.base import ERCDataModule
+from data_modules.manifest import CorpusProblem, Defect, ParseResult, Utterance
 
 SILVER_LABELS = ["positive", "negative", "neutral"]
 log = logging.getLogger(__name__)

@@ -51,8 +51,8 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from meritsl_lightning.data_modules.cmu_mosi_parser import SPLITS, binary_label, score_sign, standard_folds
-from meritsl_lightning.data_modules.generated.content import (
+from data_modules.cmu_mosi_parser import SPLITS, binary_label, score_sign, standard_folds
+from data_modules.generated.content import (
     CUES,
     Speaker,
     VoiceParams,
@@ -62,8 +62,8 @@ from meritsl_lightning.data_modules.generated.content import (
     segment_lengths,
     voice_for,
 )
-from meritsl_lightning.data_modules.generated.output import build_corpus
-from meritsl_lightning.data_modules.generated.speech import (
+from data_modules.generated.output import build_corpus
+from data_modules.generated.speech import (
     SAMPLE_RATE,
     SynthesisJob,
     installed_espeak_version,
@@ -263,7 +263,7 @@ def _readme(parameters: dict[str, Any], stats: dict[str, Any]) -> str:
     )
     return f"""GENERATED CORPUS - this is NOT the real CMU-MOSI release.
 
-Written by meritsl_lightning.data_modules.generated.cmu_mosi (generator version {parameters["version"]})
+Written by data_modules.generated.cmu_mosi (generator version {parameters["version"]})
 in the on-disk layout and file formats of the CMU-MOSI raw archive (Raw/), with speech synthesised by
 {parameters["espeak"]}. The video ids are real CMU-MOSI ids taken from the CMU-MultimodalSDK standard
 folds so that those folds split this corpus; the words, voices and scores are all generated.

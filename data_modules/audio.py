@@ -137,3 +137,11 @@ def pad_waves(waves: list[torch.Tensor], multiple: int = 1) -> tuple[torch.Tenso
     for i, w in enumerate(waves):
         out[i, : w.numel()] = w.flatten()
     return out, lengths
+
+
+WINDOW_SAMPLES = 400  # 25 ms at 16 kHz, WavLM's receptive field
+
+
+def num_frames(num_samples: int, hop: int) -> int:
+    """Frames of a clip on a speech encoder's frame grid (25 ms windows, ``hop`` samples apart; at least one)."""
+    return max(1, (num_samples - WINDOW_SAMPLES) // hop + 1)

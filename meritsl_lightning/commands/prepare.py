@@ -11,15 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from meritsl_lightning.data_modules.cmu_mosi_parser import PROTOCOLS as CMU_MOSI_PROTOCOLS
-from meritsl_lightning.data_modules.cmu_mosi_parser import parse_cmu_mosi
-from meritsl_lightning.data_modules.iemocap_parser import PROTOCOLS as IEMOCAP_PROTOCOLS
-from meritsl_lightning.data_modules.iemocap_parser import parse_iemocap
-from meritsl_lightning.data_modules.manifest import CorpusProblem, ParseResult, build_report, write_manifest
-from meritsl_lightning.data_modules.meld_parser import PROTOCOLS as MELD_PROTOCOLS
-from meritsl_lightning.data_modules.meld_parser import parse_meld
-from meritsl_lightning.data_modules.msp_podcast_parser import PROTOCOLS as MSP_PODCAST_PROTOCOLS
-from meritsl_lightning.data_modules.msp_podcast_parser import parse_msp_podcast
+from data_modules.cmu_mosi_parser import PROTOCOLS as CMU_MOSI_PROTOCOLS
+from data_modules.cmu_mosi_parser import parse_cmu_mosi
+from data_modules.iemocap_parser import PROTOCOLS as IEMOCAP_PROTOCOLS
+from data_modules.iemocap_parser import parse_iemocap
+from data_modules.manifest import CorpusProblem, ParseResult, build_report, write_manifest
+from data_modules.meld_parser import PROTOCOLS as MELD_PROTOCOLS
+from data_modules.meld_parser import parse_meld
+from data_modules.msp_podcast_parser import PROTOCOLS as MSP_PODCAST_PROTOCOLS
+from data_modules.msp_podcast_parser import parse_msp_podcast
 
 MANIFEST_NAME = "manifest.jsonl"
 REPORT_NAME = "report.json"
@@ -178,7 +178,7 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m meritsl_lightning.prepare CORPUS --root DIR --out DIR [...]`."""
+    """`python -m meritsl_lightning.commands.prepare CORPUS --root DIR --out DIR [...]`."""
     parser = configure_parser(argparse.ArgumentParser(prog="meritsl prepare", description=__doc__))
     args = parser.parse_args(argv)
     return args.func(args)

@@ -13,10 +13,9 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
 
-from meritsl_lightning.data_modules.batching import BucketBatchSampler
-from meritsl_lightning.data_modules.manifest import DefectLog, read_manifest
-from meritsl_lightning.encoders.acoustic_targets import num_frames
-from meritsl_lightning.encoders.audio import AudioError, audio_duration, load_audio, pad_waves
+from data_modules.audio import AudioError, audio_duration, load_audio, num_frames, pad_waves
+from data_modules.batching import BucketBatchSampler
+from data_modules.manifest import DefectLog, read_manifest
 
 log = logging.getLogger(__name__)
 

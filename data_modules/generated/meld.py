@@ -44,7 +44,7 @@ import av
 import numpy as np
 import torch
 
-from meritsl_lightning.data_modules.generated.content import (
+from data_modules.generated.content import (
     NEUTRAL,
     OTHER,
     ContentConfig,
@@ -53,15 +53,15 @@ from meritsl_lightning.data_modules.generated.content import (
     generate_dialogue,
     make_speaker,
 )
-from meritsl_lightning.data_modules.generated.output import build_corpus
-from meritsl_lightning.data_modules.generated.speech import (
+from data_modules.generated.output import build_corpus
+from data_modules.generated.speech import (
     NOISE_FLOOR_DBFS,
     SAMPLE_RATE,
     espeak_executable,
     installed_espeak_version,
     synthesize,
 )
-from meritsl_lightning.data_modules.meld_parser import HEADER, MELD_SPLITS, MeldSplit
+from data_modules.meld_parser import HEADER, MELD_SPLITS, MeldSplit
 
 CORPUS_FOLDER = "MELD.Raw"
 GENERATOR_VERSION = 1
@@ -382,7 +382,7 @@ def _readme(parameters: dict[str, Any], stats: dict[str, Any], defects: dict[str
     )
     return f"""GENERATED CORPUS - this is NOT the real MELD release.
 
-Written by meritsl_lightning.data_modules.generated.meld (generator version {parameters["version"]})
+Written by data_modules.generated.meld (generator version {parameters["version"]})
 in the on-disk layout and file formats of MELD.Raw, with speech synthesised by {parameters["espeak"]}.
 It exists so that the MERITS-L pipeline can be tested and demonstrated without the real clips.
 Emotion is carried partly by the words, partly by the voice and partly by the conversation.

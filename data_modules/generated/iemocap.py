@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from meritsl_lightning.data_modules.generated.content import (
+from data_modules.generated.content import (
     NEUTRAL,
     OTHER,
     ContentConfig,
@@ -40,8 +40,8 @@ from meritsl_lightning.data_modules.generated.content import (
     generate_dialogue,
     make_speaker,
 )
-from meritsl_lightning.data_modules.generated.output import build_corpus
-from meritsl_lightning.data_modules.generated.speech import (
+from data_modules.generated.output import build_corpus
+from data_modules.generated.speech import (
     SynthesisJob,
     installed_espeak_version,
     synthesize_many,
@@ -263,7 +263,7 @@ def _readme(parameters: dict[str, Any], stats: dict[str, Any]) -> str:
     )
     return f"""GENERATED CORPUS - this is NOT the real IEMOCAP release.
 
-Written by meritsl_lightning.data_modules.generated.iemocap (generator version {parameters["version"]})
+Written by data_modules.generated.iemocap (generator version {parameters["version"]})
 in the on-disk layout and file formats of IEMOCAP_full_release, with speech synthesised by
 {parameters["espeak"]}. It exists so that the MERITS-L pipeline can be tested and demonstrated
 without the licensed corpus. Emotion is carried partly by the words, partly by the voice (pitch,

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import numpy as np
 import soundfile as sf
 
-from meritsl_lightning.data_modules.manifest import DefectLog, ParseResult, Utterance
+from data_modules.manifest import DefectLog, ParseResult, Utterance
 
 DATASET = "iemocap"
 CORPUS_FOLDER = "IEMOCAP_full_release"

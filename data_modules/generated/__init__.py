@@ -1,6 +1,6 @@
 """Generated stand-ins for the licensed corpora, in their real on-disk layouts, with espeak-ng speech."""
 
-from meritsl_lightning.data_modules.generated.content import (
+from data_modules.generated.content import (
     CUES,
     EMOTIONS,
     OTHER,
@@ -16,9 +16,9 @@ from meritsl_lightning.data_modules.generated.content import (
     make_speaker,
     neutral_sentence,
 )
-from meritsl_lightning.data_modules.generated.iemocap import CORPUS_FOLDER as IEMOCAP_FOLDER
-from meritsl_lightning.data_modules.generated.iemocap import generate_iemocap
-from meritsl_lightning.data_modules.generated.speech import (
+from data_modules.generated.iemocap import CORPUS_FOLDER as IEMOCAP_FOLDER
+from data_modules.generated.iemocap import generate_iemocap
+from data_modules.generated.speech import (
     EspeakNotFoundError,
     SpeechSynthesisError,
     SynthesisJob,

@@ -13,7 +13,7 @@ Pure parsing: no Lightning, no features. Policies (see also ``parse_meld``):
 - **Media checks.** By default a cheap header check: the file exists, is not empty, PyAV opens the
   container (an MP4 without its moov atom fails here), it has an audio track with samples, and the
   track's sample index ends inside the file (a cut-off download fails here). ``deep=True`` also
-  decodes every clip with :func:`meritsl_lightning.encoders.audio.load_audio`.
+  decodes every clip with :func:`data_modules.audio.load_audio`.
 - **Long clips** (mis-cut clips of several minutes exist) are kept; their audio is centre-cropped to
   ``max_seconds`` when it is loaded (``load_audio(max_seconds=...)``, the speech encoders'
   ``max_seconds`` option). Clips longer than ``max_seconds`` are listed in ``info["long_clips"]``.
@@ -44,7 +44,7 @@ from typing import Any, Literal
 
 import av
 
-from meritsl_lightning.data_modules.manifest import CorpusProblem, Defect, ParseResult, Utterance
+from data_modules.manifest import CorpusProblem, Defect, ParseResult, Utterance
 
 DATASET = "meld"
 RAW_FOLDER = "MELD.Raw"
@@ -238,7 +238,7 @@ def check_clip(path: str | Path, deep: bool = False) -> ClipCheck:
         return header
     import torch  # deep checks only: keeps `meritsl prepare` light
 
-    from meritsl_lightning.encoders.audio import AudioError, load_audio
+    from data_modules.audio import AudioError, load_audio
 
     try:
         wave = load_audio(path)

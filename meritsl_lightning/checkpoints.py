@@ -1,8 +1,10 @@
-"""Loading earlier-stage checkpoints, frozen, with checks that they are the stage, labels and width expected."""
+"""Reading meritsl checkpoints: stage metadata checks, frozen earlier stages, and the encoders that pre-training
+checkpoints hold (a text pre-training model, a CARE network). Models and encoders both import from here."""
 
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,6 +12,11 @@ from typing import Any
 import torch
 
 from meritsl_lightning.encoders.cache import file_identity
+from meritsl_lightning.encoders.care import CAREModel
+from meritsl_lightning.encoders.text import TextEncoder, TextPooling
+
+TEXT_PRETRAIN_STAGE = "text_pretrain"
+CARE_STAGE = "care_pretrain"
 
 
 class CheckpointMismatch(ValueError):
@@ -86,3 +93,54 @@ def read_stage_checkpoint(
         embedding_dim=int(meta["embedding_dim"]),
         upstream_identity=meta.get("upstream_identity"),
     )
+
+
+def pretrained_text_encoder(
+    checkpoint: str, pooling: TextPooling, max_length: int, strict_pooling: bool = True
+) -> TextEncoder:
+    """The encoder of a ``TextPretrainModule`` checkpoint (its base architecture rebuilt, its weights loaded).
+
+    ``strict_pooling=False`` allows a pooling other than the one it was trained with (its dense layer is
+    then not used), e.g. mean-pooled states as a CARE teacher.
+    """
+    meta = read_stage_checkpoint(checkpoint, role="model_name_or_path", stages=(TEXT_PRETRAIN_STAGE,))
+    blob = torch.load(meta.path, map_location="cpu", weights_only=True)
+    hparams = blob["hyper_parameters"]
+    if strict_pooling and hparams["pooling"] != pooling:
+        raise CheckpointMismatch(
+            f"model_name_or_path: {checkpoint} was pre-trained with pooling {hparams['pooling']!r}, not {pooling!r}"
+        )
+    encoder = TextEncoder(hparams["model_name_or_path"], pooling, max_length)
+    state = {k.removeprefix("encoder."): v for k, v in blob["state_dict"].items() if k.startswith("encoder.")}
+    if encoder.dense is None:
+        state = {k: v for k, v in state.items() if not k.startswith("dense.")}
+    encoder.load_state_dict(state)
+    return encoder
+
+
+def pretrained_text_encoder_of(checkpoint: str, pooling: str | None, max_length: int) -> TextEncoder:
+    """The encoder of a text pre-training checkpoint, with its own pooling unless ``pooling`` is given."""
+    if pooling is None:
+        blob = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+        pooling = blob.get("hyper_parameters", {}).get("pooling", "cls_dense_tanh")
+    return pretrained_text_encoder(checkpoint, pooling, max_length, strict_pooling=False)
+
+
+def load_care_model(path: str | os.PathLike) -> CAREModel:
+    """Rebuild the CARE network a ``CAREPretrainModule`` checkpoint records and load its weights."""
+    meta = read_stage_checkpoint(str(path), role="care", stages=(CARE_STAGE,))
+    blob = torch.load(meta.path, map_location="cpu", weights_only=True, mmap=True)
+    architecture = blob["meritsl"].get("care")
+    if not architecture:
+        raise CheckpointMismatch(f"care: {path} records no CARE architecture")
+    model = CAREModel.from_configs(**architecture)
+    state = {k.removeprefix("care."): v for k, v in blob["state_dict"].items() if k.startswith("care.")}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        detail = next((line.strip() for line in str(e).splitlines()[1:] if line.strip()), str(e))
+        raise CheckpointMismatch(
+            f"care: the weights in {path} do not fit the CARE architecture it records "
+            f"({model.num_feature_layers} layers, width {model.width}): {detail}"
+        ) from e
+    return model.eval()

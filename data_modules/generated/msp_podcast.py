@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from meritsl_lightning.data_modules.generated.content import (
+from data_modules.generated.content import (
     NEUTRAL,
     OTHER,
     ContentConfig,
@@ -46,8 +46,8 @@ from meritsl_lightning.data_modules.generated.content import (
     generate_dialogue,
     make_speaker,
 )
-from meritsl_lightning.data_modules.generated.output import build_corpus
-from meritsl_lightning.data_modules.generated.speech import (
+from data_modules.generated.output import build_corpus
+from data_modules.generated.speech import (
     SynthesisJob,
     installed_espeak_version,
     synthesize_many,
@@ -276,7 +276,7 @@ def _record(s: _Segment, duration: float) -> dict[str, Any]:
 def _readme(parameters: dict[str, Any], stats: dict[str, Any]) -> str:
     return f"""GENERATED CORPUS - this is NOT the real MSP-Podcast release.
 
-Written by meritsl_lightning.data_modules.generated.msp_podcast (generator version {parameters["version"]})
+Written by data_modules.generated.msp_podcast (generator version {parameters["version"]})
 in the on-disk layout and file formats of MSP-PODCAST-Publish-1.xx, with speech synthesised by
 {parameters["espeak"]}. It stands in for the licensed corpus in the MERITS-L pre-training chain
 (transcribe -> pseudo-label -> text pre-training, CARE): about a third of the segments state a happy,

@@ -45,7 +45,7 @@ CLAIMS = (
 TINY_WIDTH = 64  # the tiny RoBERTa and the tiny CARE WavLM share it (CARE needs one width)
 CARE_STAGES = ("care_pretrain", "stage1_audio_care", "stage2_audio_care", "stage3_care")
 CARE_COMPARISONS = (("stage1_audio_care", "stage1_audio"), ("stage3_care", "stage3"))
-DEFAULT_CONFIGS = Path(__file__).resolve().parent.parent / "experiments" / "demo"
+DEFAULT_CONFIGS = Path(__file__).resolve().parents[2] / "experiments" / "demo"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,9 +109,9 @@ def prepare_inputs(corpus: str, out: Path, seed: int, size: int | None, care: bo
     """Generate the corpus and the tiny RoBERTa (idempotent); with ``care``, also the generated MSP-Podcast
     corpus (manifest ``data/msp_podcast_manifest.jsonl``) and a tiny post-layer-norm WavLM for CARE.
     Returns the corpus folder."""
-    from meritsl_lightning.data_modules.manifest import write_manifest
-    from meritsl_lightning.generate import SIZE_OPTIONS, generator
-    from meritsl_lightning.prepare import CORPORA
+    from data_modules.manifest import write_manifest
+    from meritsl_lightning.commands.generate import SIZE_OPTIONS, generator
+    from meritsl_lightning.commands.prepare import CORPORA
     from meritsl_lightning.tiny_models import build_tiny_roberta, build_tiny_wavlm
 
     options: dict = {"seed": seed}

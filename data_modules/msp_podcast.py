@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Literal
 
-from meritsl_lightning.data_modules.base import ERCDataModule
-from meritsl_lightning.data_modules.manifest import ParseResult, Utterance
-from meritsl_lightning.data_modules.msp_podcast_parser import PROTOCOLS, parse_msp_podcast
+from data_modules.base import ERCDataModule
+from data_modules.manifest import ParseResult, Utterance
+from data_modules.msp_podcast_parser import PROTOCOLS, parse_msp_podcast
 
 
 class MSPPodcastDataModule(ERCDataModule):

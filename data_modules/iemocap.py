@@ -6,9 +6,9 @@ import random
 from dataclasses import replace
 from typing import Literal
 
-from meritsl_lightning.data_modules.base import ERCDataModule
-from meritsl_lightning.data_modules.iemocap_parser import PROTOCOLS, parse_iemocap
-from meritsl_lightning.data_modules.manifest import ParseResult, Utterance
+from data_modules.base import ERCDataModule
+from data_modules.iemocap_parser import PROTOCOLS, parse_iemocap
+from data_modules.manifest import ParseResult, Utterance
 
 
 class IEMOCAPDataModule(ERCDataModule):

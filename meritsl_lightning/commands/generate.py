@@ -8,10 +8,10 @@ from typing import Any
 
 # corpus -> "module:function(out_dir, seed=..., **size) -> Path" and its help line; imported on use
 GENERATORS: dict[str, tuple[str, str]] = {
-    "iemocap": ("meritsl_lightning.data_modules.generated.iemocap:generate_iemocap", "IEMOCAP_full_release layout"),
-    "meld": ("meritsl_lightning.data_modules.generated.meld:generate_meld", "MELD.Raw layout (CSVs + mp4 clips)"),
-    "cmu_mosi": ("meritsl_lightning.data_modules.generated.cmu_mosi:generate_cmu_mosi", "CMU-MOSI Raw/ layout"),
-    "msp_podcast": ("meritsl_lightning.data_modules.generated.msp_podcast:generate_msp_podcast", "MSP-PODCAST-Publish-1.xx layout (pre-training)"),
+    "iemocap": ("data_modules.generated.iemocap:generate_iemocap", "IEMOCAP_full_release layout"),
+    "meld": ("data_modules.generated.meld:generate_meld", "MELD.Raw layout (CSVs + mp4 clips)"),
+    "cmu_mosi": ("data_modules.generated.cmu_mosi:generate_cmu_mosi", "CMU-MOSI Raw/ layout"),
+    "msp_podcast": ("data_modules.generated.msp_podcast:generate_msp_podcast", "MSP-PODCAST-Publish-1.xx layout (pre-training)"),
 }
 # corpus -> the size option the generator takes (``--size`` maps onto it)
 SIZE_OPTIONS: dict[str, str] = {"iemocap": "dialogues_per_session", "meld": "dialogues_per_split", "cmu_mosi": "videos", "msp_podcast": "podcasts"}

@@ -6,9 +6,9 @@ import logging
 from dataclasses import replace
 from typing import Literal
 
-from meritsl_lightning.data_modules.base import ERCDataModule
-from meritsl_lightning.data_modules.cmu_mosi_parser import PROTOCOLS, load_video_list, parse_cmu_mosi
-from meritsl_lightning.data_modules.manifest import ParseResult, Utterance
+from data_modules.base import ERCDataModule
+from data_modules.cmu_mosi_parser import PROTOCOLS, load_video_list, parse_cmu_mosi
+from data_modules.manifest import ParseResult, Utterance
 
 log = logging.getLogger(__name__)
 

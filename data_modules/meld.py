@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from meritsl_lightning.data_modules.base import ERCDataModule
-from meritsl_lightning.data_modules.manifest import ParseResult
-from meritsl_lightning.data_modules.meld_parser import DEFAULT_MAX_SECONDS, PROTOCOLS, parse_meld
+from data_modules.base import ERCDataModule
+from data_modules.manifest import ParseResult
+from data_modules.meld_parser import DEFAULT_MAX_SECONDS, PROTOCOLS, parse_meld
 
 
 class MELDDataModule(ERCDataModule):

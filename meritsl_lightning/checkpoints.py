@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ class StageCheckpoint:
     label_names: list[str]
     embedding_dim: int
     upstream_identity: str | None
+    encoders: dict[str, Any] = field(default_factory=dict)  # the text/speech encoders it was trained on
 
     @property
     def identity(self) -> str:
@@ -92,6 +93,7 @@ def read_stage_checkpoint(
         label_names=list(meta["label_names"]),
         embedding_dim=int(meta["embedding_dim"]),
         upstream_identity=meta.get("upstream_identity"),
+        encoders=dict(meta.get("encoders") or {}),
     )
 
 

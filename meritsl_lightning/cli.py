@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from meritsl_lightning.callbacks import JsonlPredictionWriter
+from meritsl_lightning.encoders.provenance import run_record
 
 TRAINER_COMMANDS = ("fit", "validate", "test", "predict")
 # name -> (module:function taking argv and returning an exit status, one-line help); imported on use
@@ -84,7 +85,8 @@ class MeritslCLI(LightningCLI):
             return
         self.test_results = self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
         if self.trainer.is_global_zero and log_dir:
-            summary = {"best_checkpoint": best, "test": self.test_results[0] if self.test_results else {}}
+            summary = {"best_checkpoint": best, **run_record(self.model, self.datamodule)}
+            summary["test"] = self.test_results[0] if self.test_results else {}
             Path(log_dir, "test_metrics.json").write_text(json.dumps(summary, indent=1))
 
 

@@ -130,6 +130,10 @@ class BaseStageModule(LightningModule):
         """Identity of the frozen inputs this model was trained on (recorded in its checkpoint)."""
         return None
 
+    def encoder_records(self) -> dict[str, Any]:
+        """The text and speech encoders under this model (``{"text": ..., "speech": ...}``), for the run record."""
+        return {}
+
     # -- inputs ---------------------------------------------------------------------------------------------
     @property
     def extraction_device(self) -> torch.device:
@@ -325,6 +329,7 @@ class BaseStageModule(LightningModule):
             "task": self.task,
             "embedding_dim": self.embedding_dim,
             "upstream_identity": self.upstream_identity(),
+            "encoders": self.encoder_records(),
         }
 
 

@@ -66,6 +66,9 @@ class ContextModule(BaseStageModule):
     def upstream_identity(self) -> str:
         return self.upstream.identity
 
+    def encoder_records(self) -> dict[str, Any]:
+        return dict(self.upstream.encoders)
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_upstream_unchanged(checkpoint, [self.upstream])
 

@@ -62,6 +62,9 @@ class FusionModule(BaseStageModule):
     def upstream_identity(self) -> str:
         return f"{self.text_upstream.identity}|{self.audio_upstream.identity}"
 
+    def encoder_records(self) -> dict[str, Any]:
+        return {"text": self.text_upstream.encoders.get("text", {}), "speech": self.audio_upstream.encoders.get("speech", {})}
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_upstream_unchanged(checkpoint, [self.text_upstream, self.audio_upstream])
 

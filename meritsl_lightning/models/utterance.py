@@ -7,6 +7,7 @@ Their penultimate vectors are the utterance embeddings that Stage II consumes.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -14,10 +15,19 @@ from torch import nn
 
 from data_modules.base import SplitData
 from meritsl_lightning.checkpoints import pretrained_text_encoder
+from meritsl_lightning.encoders.provenance import (
+    WITHOUT_PRETRAINING,
+    TextEncoderError,
+    speech_encoder_record,
+    text_encoder_kind,
+    text_encoder_record,
+)
 from meritsl_lightning.encoders.speech import SpeechEncoder, build_speech_encoder, extract_features
 from meritsl_lightning.encoders.text import TextEncoder, TextPooling
 from meritsl_lightning.models.base import BaseStageModule
 from meritsl_lightning.nn.heads import SpeechUtteranceHead
+
+log = logging.getLogger(__name__)
 
 
 class TextUtteranceModule(BaseStageModule):
@@ -48,17 +58,29 @@ class TextUtteranceModule(BaseStageModule):
         super().__init__(label_names, task, lr, weight_decay, warmup_ratio, cache_dir)
 
     def configure_models(self) -> None:
-        source = self.hparams.model_name_or_path
-        if str(source).endswith(".ckpt"):
+        source = str(self.hparams.model_name_or_path)
+        if text_encoder_kind(source) == "checkpoint":
             self.encoder = pretrained_text_encoder(source, self.hparams.pooling, self.hparams.max_length)
         else:
-            self.encoder = TextEncoder(source, self.hparams.pooling, self.hparams.max_length)
+            try:
+                self.encoder = TextEncoder(source, self.hparams.pooling, self.hparams.max_length)
+            except OSError as e:
+                raise TextEncoderError(f"text encoder {source!r}: not loadable as a Hugging Face model ({e})") from e
+        self._encoder_record = text_encoder_record(source, base=self.encoder.transformer.name_or_path)
+        if self.stage == "stage1" and not self._encoder_record["llm_pretrained"]:
+            log.warning(
+                "Stage I text starts from %s, %s (the paper's ablation); for the MERITS-L recipe set "
+                "TEXT_ENCODER (model_name_or_path) to a text pre-training checkpoint", source, WITHOUT_PRETRAINING,
+            )
         self.dropout = nn.Dropout(self.hparams.dropout)
         self.classifier = nn.Linear(self.encoder.output_dim, self.num_outputs)
 
     @property
     def embedding_dim(self) -> int:
         return self.encoder.output_dim
+
+    def encoder_records(self) -> dict[str, Any]:
+        return {"text": self._encoder_record}
 
     def embed_texts(self, texts: list[str]) -> torch.Tensor:
         return self.encoder(**self.encoder.tokenize(texts, self.device))
@@ -136,6 +158,9 @@ class SpeechUtteranceModule(BaseStageModule):
 
     def upstream_identity(self) -> str:
         return self.speech_encoder.identity()
+
+    def encoder_records(self) -> dict[str, Any]:
+        return {"speech": speech_encoder_record(self.hparams.speech_encoder, self.speech_encoder.identity())}
 
     def encoder_features(self, data: SplitData, device: torch.device) -> torch.Tensor:
         """Frozen speech-encoder features [N, L, D] of a split (cached); zeros where a row has no usable audio."""

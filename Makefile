@@ -36,6 +36,7 @@ lint: install
 	$(BIN)/ruff check meritsl_lightning tests benchmarks
 
 benchmark: install
+	$(OFFLINE) $(BIN)/python benchmarks/startup.py
 	$(OFFLINE) $(BIN)/python benchmarks/stage2_cache.py --paper-sized-text
 	$(OFFLINE) $(BIN)/python benchmarks/text_pretrain_throughput.py --device cpu --small
 	$(OFFLINE) $(BIN)/python benchmarks/care_throughput.py --device cpu --small

@@ -1,0 +1,88 @@
+"""The training commands (fit/validate/test/predict): LightningCLI over any stage module and data module.
+
+Imported only when a training command runs: Lightning and torch take seconds to import, and the pipeline
+commands (``prepare``, ``tabulate``, ...) need neither.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from meritsl_lightning.callbacks import JsonlPredictionWriter
+from meritsl_lightning.encoders.provenance import run_record
+
+
+class MeritslCLI(LightningCLI):
+    """LightningCLI over the stage modules and corpus data modules, picked by ``class_path``.
+
+    Any LightningModule / LightningDataModule is accepted, so that the pre-training modules (text, CARE) run
+    from the same command; the label and task links apply only to models that take them.
+    """
+
+    def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs: Any) -> None:
+        parser_kwargs = {"parser_mode": "omegaconf", **{c: {"parser_mode": "omegaconf"} for c in self.subcommands()}}
+        self.test_results: list[dict[str, float]] | None = None
+        super().__init__(
+            LightningModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            seed_everything_default=0,
+            parser_kwargs=parser_kwargs,
+            args=args,
+            run=run,
+            **kwargs,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # the data module publishes the label set; no label list is typed twice
+        parser.link_arguments("data.label_names", "model.init_args.label_names", apply_on="instantiate")
+        parser.link_arguments("data.task", "model.init_args.task", apply_on="instantiate")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/weighted_f1",
+                "checkpoint.mode": "max",
+                "checkpoint.filename": "best",
+                "checkpoint.save_last": True,
+            }
+        )
+        parser.add_lightning_class_args(JsonlPredictionWriter, "predictions")
+        parser.add_argument(
+            "--test_after_fit",
+            type=bool,
+            default=True,
+            help="fit only: test the best-validation checkpoint once training ends",
+        )
+
+    def after_fit(self) -> None:
+        best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
+        log_dir = self.trainer.log_dir  # a collective under DDP: every rank must ask
+        if best and self.trainer.is_global_zero and log_dir:
+            link_latest_best(Path(best), Path(log_dir).parent / "best.ckpt")
+        splits = self.datamodule.split_names() if hasattr(self.datamodule, "split_names") else []
+        if not self.config[self.subcommand].get("test_after_fit") or "test" not in splits:
+            return
+        self.test_results = self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+        if self.trainer.is_global_zero and log_dir:
+            summary = {"best_checkpoint": best, **run_record(self.model, self.datamodule)}
+            summary["test"] = self.test_results[0] if self.test_results else {}
+            Path(log_dir, "test_metrics.json").write_text(json.dumps(summary, indent=1))
+
+
+def link_latest_best(best: Path, link: Path) -> None:
+    """Point ``<logger dir>/best.ckpt`` at this run's best checkpoint, so the next stage's config finds it.
+
+    Earlier runs keep their own versioned folders; only this pointer moves.
+    """
+    tmp = link.with_name(f".{link.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(os.path.relpath(best.resolve(), link.parent.resolve()))
+    os.replace(tmp, link)

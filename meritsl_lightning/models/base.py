@@ -8,7 +8,7 @@ import logging
 from abc import abstractmethod
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from lightning.pytorch import LightningModule
@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = 1
 SPLIT_PREFIX = {"train": "train", "validation": "val", "test": "test"}
 STAGE_SPLITS = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",)}
+# cross-entropy class weights: none (the paper), balanced (N / (C * n_c) over the training split), or one per class
+ClassWeights = Literal["none", "balanced"] | list[float] | None
 
 
 def _metric_collection(num_classes: int) -> MetricCollection:
@@ -60,6 +62,7 @@ class BaseStageModule(LightningModule):
         weight_decay: float = 0.01,
         warmup_ratio: float = 0.0,
         cache_dir: str | None = None,
+        class_weights: ClassWeights = None,
     ) -> None:
         super().__init__()
         if not label_names:
@@ -77,6 +80,7 @@ class BaseStageModule(LightningModule):
         self.task = task
         # regression: one output, the score; its sign gives the [negative, positive] label (>= 0 is positive)
         self.num_outputs = 1 if task == "regression" else self.num_classes
+        self.class_weights = check_class_weights(class_weights, self.label_names, task)
         self.cache = EmbeddingCache(cache_dir)
         self._inputs: dict[str, Any] = {}  # split -> frozen-upstream tensors (never part of the state dict)
         self._device_inputs: dict[str, Any] = {}
@@ -91,7 +95,12 @@ class BaseStageModule(LightningModule):
         """Build the trainable network."""
 
     def configure_losses(self) -> None:
-        self.criterion = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
+        # a buffer of the loss, so a checkpoint keeps the weights it was trained with ("balanced" fills them in setup)
+        weights = self.class_weights if isinstance(self.class_weights, list) else None
+        if self.class_weights == "balanced":
+            weights = [1.0] * self.num_classes
+        weight = torch.tensor(weights, dtype=torch.float32) if weights is not None else None
+        self.criterion = nn.CrossEntropyLoss(weight=weight, ignore_index=IGNORE_INDEX)
         self.regression_criterion = nn.L1Loss()
 
     def configure_metrics(self) -> None:
@@ -151,6 +160,9 @@ class BaseStageModule(LightningModule):
                 f"({dm.corpus}/{dm.protocol}) has {dm.label_names}"
             )
         dm.use_batch_level(self.input_level)  # type: ignore[arg-type]
+        if stage == "fit" and self.class_weights == "balanced":
+            self.criterion.weight.copy_(balanced_class_weights(dm.split_data("train").labels, self.label_names))
+            log.info("balanced class weights from the training split: %s", dict(zip(self.label_names, self.criterion.weight.tolist(), strict=True)))
         splits = STAGE_SPLITS.get(stage, (dm.predict_split,))
         device = self.extraction_device
         # a cache miss builds frozen models, which draws random numbers: fork the generators so that training
@@ -331,6 +343,31 @@ class BaseStageModule(LightningModule):
             "upstream_identity": self.upstream_identity(),
             "encoders": self.encoder_records(),
         }
+
+
+def check_class_weights(value: ClassWeights, label_names: list[str], task: str) -> ClassWeights:
+    """``None`` for plain cross-entropy, ``"balanced"``, or a list of one positive weight per label."""
+    if value is None or value == "none":
+        return None
+    if task == "regression":
+        raise ValueError(f"class_weights={value!r}: a regression task has no classes to weight; leave it none")
+    if value == "balanced":
+        return value
+    if isinstance(value, str) or len(value) != len(label_names) or any(w < 0 for w in value):
+        raise ValueError(
+            f"class_weights must be none, balanced or one non-negative weight per label ({len(label_names)}: "
+            f"{label_names}), got {value!r}"
+        )
+    return [float(w) for w in value]
+
+
+def balanced_class_weights(labels: torch.Tensor, label_names: list[str]) -> torch.Tensor:
+    """N / (C * n_c) over the labelled utterances of the training split."""
+    counts = torch.bincount(labels[labels != IGNORE_INDEX], minlength=len(label_names)).float()
+    if (counts == 0).any():
+        missing = [name for name, n in zip(label_names, counts, strict=True) if n == 0]
+        raise ValueError(f"class_weights=balanced: the training split has no utterance of {missing}")
+    return counts.sum() / (len(label_names) * counts)
 
 
 def _to_device(value: Any, device: torch.device) -> Any:

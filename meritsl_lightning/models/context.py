@@ -13,7 +13,7 @@ from torch import nn
 
 from data_modules.base import SplitData
 from meritsl_lightning.checkpoints import read_stage_checkpoint
-from meritsl_lightning.models.base import BaseStageModule, check_upstream_unchanged, conversation_batches
+from meritsl_lightning.models.base import BaseStageModule, ClassWeights, check_upstream_unchanged, conversation_batches
 from meritsl_lightning.nn.context_encoder import ContextEncoder
 
 
@@ -37,11 +37,12 @@ class ContextModule(BaseStageModule):
         weight_decay: float = 0.01,
         warmup_ratio: float = 0.0,
         cache_dir: str | None = None,
+        class_weights: ClassWeights = None,
     ) -> None:
         self.upstream = read_stage_checkpoint(
             stage1_checkpoint, role="stage1_checkpoint", stages=("stage1",), label_names=label_names, task=task
         )
-        super().__init__(label_names, task, lr, weight_decay, warmup_ratio, cache_dir)
+        super().__init__(label_names, task, lr, weight_decay, warmup_ratio, cache_dir, class_weights)
         self.hparams["stage1_checkpoint"] = self.upstream.path  # absolute, so the run can move directories
 
     @property

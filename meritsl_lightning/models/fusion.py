@@ -8,7 +8,7 @@ import torch
 
 from data_modules.base import SplitData
 from meritsl_lightning.checkpoints import read_stage_checkpoint
-from meritsl_lightning.models.base import BaseStageModule, check_upstream_unchanged, conversation_batches
+from meritsl_lightning.models.base import BaseStageModule, ClassWeights, check_upstream_unchanged, conversation_batches
 from meritsl_lightning.nn.co_attention import CoAttentionFusion
 
 
@@ -33,6 +33,7 @@ class FusionModule(BaseStageModule):
         weight_decay: float = 0.01,
         warmup_ratio: float = 0.0,
         cache_dir: str | None = None,
+        class_weights: ClassWeights = None,
     ) -> None:
         self.text_upstream = read_stage_checkpoint(
             stage2_text_checkpoint, role="stage2_text_checkpoint", stages=("stage2",), modality="text", label_names=label_names, task=task
@@ -40,7 +41,7 @@ class FusionModule(BaseStageModule):
         self.audio_upstream = read_stage_checkpoint(
             stage2_audio_checkpoint, role="stage2_audio_checkpoint", stages=("stage2",), modality="audio", label_names=label_names, task=task
         )
-        super().__init__(label_names, task, lr, weight_decay, warmup_ratio, cache_dir)
+        super().__init__(label_names, task, lr, weight_decay, warmup_ratio, cache_dir, class_weights)
         self.hparams["stage2_text_checkpoint"] = self.text_upstream.path
         self.hparams["stage2_audio_checkpoint"] = self.audio_upstream.path
 

@@ -24,7 +24,7 @@ from meritsl_lightning.encoders.provenance import (
 )
 from meritsl_lightning.encoders.speech import SpeechEncoder, build_speech_encoder, extract_features
 from meritsl_lightning.encoders.text import TextEncoder, TextPooling
-from meritsl_lightning.models.base import BaseStageModule
+from meritsl_lightning.models.base import BaseStageModule, ClassWeights
 from meritsl_lightning.nn.heads import SpeechUtteranceHead
 
 log = logging.getLogger(__name__)
@@ -54,8 +54,9 @@ class TextUtteranceModule(BaseStageModule):
         weight_decay: float = 0.01,
         warmup_ratio: float = 0.06,
         cache_dir: str | None = None,
+        class_weights: ClassWeights = None,
     ) -> None:
-        super().__init__(label_names, task, lr, weight_decay, warmup_ratio, cache_dir)
+        super().__init__(label_names, task, lr, weight_decay, warmup_ratio, cache_dir, class_weights)
 
     def configure_models(self) -> None:
         source = str(self.hparams.model_name_or_path)
@@ -130,8 +131,9 @@ class SpeechUtteranceModule(BaseStageModule):
         weight_decay: float = 0.0,
         warmup_ratio: float = 0.0,
         cache_dir: str | None = None,
+        class_weights: ClassWeights = None,
     ) -> None:
-        super().__init__(label_names, task, lr, weight_decay, warmup_ratio, cache_dir)
+        super().__init__(label_names, task, lr, weight_decay, warmup_ratio, cache_dir, class_weights)
 
     def configure_models(self) -> None:
         encoder = build_speech_encoder(self.hparams.speech_encoder, **(self.hparams.encoder_options or {}))

@@ -28,6 +28,7 @@ from data_modules.manifest import (
     fingerprint,
     read_manifest,
 )
+from data_modules.transcripts import TranscriptsReport, apply_transcripts
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,8 @@ class ERCDataModule(LightningDataModule):
         text_only: bool = False,
         predict_split: str = "test",
         bucket_multiplier: int = 50,
+        transcripts: str | None = None,
+        transcripts_splits: list[str] | None = None,
     ) -> None:
         super().__init__()
         if protocol not in self.protocols:
@@ -91,6 +94,10 @@ class ERCDataModule(LightningDataModule):
         self.text_only = text_only
         self.predict_split = predict_split
         self.bucket_multiplier = bucket_multiplier
+        # ASR text (a `meritsl transcribe` output) in place of the gold transcripts of these splits
+        self.transcripts = transcripts
+        self.transcripts_splits = list(transcripts_splits) if transcripts_splits is not None else ["test"]
+        self.transcripts_report: TranscriptsReport | None = None
         self.batch_level: BatchLevel = "utterance"
         self._splits: dict[str, SplitData] | None = None
 
@@ -133,7 +140,20 @@ class ERCDataModule(LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self._splits is None:
-            self._splits = self._group(self.load_rows())
+            rows = self.load_rows()
+            if self.transcripts:
+                rows, self.transcripts_report = apply_transcripts(
+                    rows, self.transcripts, self.transcripts_splits, self.on_error, self.corpus
+                )
+            self._splits = self._group(rows)
+
+    def text_sources(self) -> dict[str, Any]:
+        """Which text each split reads (``gold`` or ``asr``), and the transcripts file behind ``asr``."""
+        asr = set(self.transcripts_splits) if self.transcripts else set()
+        out: dict[str, Any] = {"splits": {s: "asr" if s in asr else "gold" for s in self.split_names()}}
+        if self.transcripts_report is not None:
+            out["transcripts"] = self.transcripts_report.as_dict()
+        return out
 
     def _group(self, rows: list[Utterance]) -> dict[str, SplitData]:
         label_id = {name: i for i, name in enumerate(self.label_names)}

@@ -39,6 +39,8 @@ class CMUMOSIDataModule(ERCDataModule):
         text_only: bool = False,
         predict_split: str = "test",
         bucket_multiplier: int = 50,
+        transcripts: str | None = None,
+        transcripts_splits: list[str] | None = None,
     ) -> None:
         super().__init__(
             protocol,
@@ -50,6 +52,8 @@ class CMUMOSIDataModule(ERCDataModule):
             text_only,
             predict_split,
             bucket_multiplier,
+            transcripts=transcripts,
+            transcripts_splits=transcripts_splits,
         )
         if root is None and manifest is None:
             raise ValueError("CMUMOSIDataModule needs root (the folder holding Raw/) or manifest")

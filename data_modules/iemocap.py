@@ -38,9 +38,13 @@ class IEMOCAPDataModule(ERCDataModule):
         text_only: bool = False,
         predict_split: str = "test",
         bucket_multiplier: int = 50,
+        transcripts: str | None = None,
+        transcripts_splits: list[str] | None = None,
     ) -> None:
         super().__init__(
-            protocol, manifest, batch_size, eval_batch_size, num_workers, on_error, text_only, predict_split, bucket_multiplier
+            protocol, manifest, batch_size, eval_batch_size, num_workers, on_error, text_only, predict_split, bucket_multiplier,
+            transcripts=transcripts,
+            transcripts_splits=transcripts_splits,
         )
         if root is None and manifest is None:
             raise ValueError("IEMOCAPDataModule needs root (the IEMOCAP_full_release folder) or manifest")

@@ -37,9 +37,13 @@ class MELDDataModule(ERCDataModule):
         text_only: bool = False,
         predict_split: str = "test",
         bucket_multiplier: int = 50,
+        transcripts: str | None = None,
+        transcripts_splits: list[str] | None = None,
     ) -> None:
         super().__init__(
-            protocol, manifest, batch_size, eval_batch_size, num_workers, on_error, text_only, predict_split, bucket_multiplier
+            protocol, manifest, batch_size, eval_batch_size, num_workers, on_error, text_only, predict_split, bucket_multiplier,
+            transcripts=transcripts,
+            transcripts_splits=transcripts_splits,
         )
         if root is None and manifest is None:
             raise ValueError("MELDDataModule needs root (the MELD.Raw folder, or a folder holding the CSVs) or manifest")

@@ -76,6 +76,14 @@ class MeritslCLI(LightningCLI):
             summary["test"] = self.test_results[0] if self.test_results else {}
             Path(log_dir, "test_metrics.json").write_text(json.dumps(summary, indent=1))
 
+    def after_test(self) -> None:
+        log_dir = self.trainer.log_dir  # a collective under DDP: every rank must ask
+        if self.trainer.is_global_zero and log_dir:
+            results = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("test/")}
+            summary = {"checkpoint": self.config["test"].get("ckpt_path"), **run_record(self.model, self.datamodule)}
+            summary["test"] = results
+            Path(log_dir, "test_metrics.json").write_text(json.dumps(summary, indent=1))
+
 
 def link_latest_best(best: Path, link: Path) -> None:
     """Point ``<logger dir>/best.ckpt`` at this run's best checkpoint, so the next stage's config finds it.

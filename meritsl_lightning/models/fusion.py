@@ -8,7 +8,12 @@ import torch
 
 from data_modules.base import SplitData
 from meritsl_lightning.checkpoints import read_stage_checkpoint
-from meritsl_lightning.models.base import BaseStageModule, ClassWeights, check_upstream_unchanged, conversation_batches
+from meritsl_lightning.models.base import (
+    BaseStageModule,
+    ClassWeights,
+    check_upstream_unchanged,
+    conversation_batches,
+)
 from meritsl_lightning.nn.co_attention import CoAttentionFusion
 
 

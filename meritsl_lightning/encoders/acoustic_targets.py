@@ -16,11 +16,14 @@ descriptor        dims   what it captures (PASE+ worker it stands in for)
 ``centroid``         1   spectral centroid, log Hz: brightness, vocal effort
 ================  =====  ===========================================================================
 
-64 dimensions in all. As with the authors' PASE+ targets, each dimension is mean/variance normalised
-over the utterance.
+64 dimensions in all. As the authors normalise their PASE+ targets (``normalisation="authors"``, the
+default), each dimension is normalised over the utterance as ``(x - mean) / (std + 1)``; ``"standard"``
+(``(x - mean) / std``, the earlier behaviour) is kept as an option.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 import torchaudio.compliance.kaldi as kaldi
@@ -31,6 +34,8 @@ from data_modules.audio import WINDOW_SAMPLES, num_frames
 
 DESCRIPTORS: dict[str, int] = {"fbank": 40, "mfcc": 20, "log_energy": 1, "zcr": 1, "log_f0": 1, "centroid": 1}
 _PITCH_MIN_FRAMES = 48
+Normalisation = Literal["authors", "standard"]
+NORMALISATIONS = ("authors", "standard")
 
 
 def descriptor_dim(names: tuple[str, ...] | list[str] = tuple(DESCRIPTORS)) -> int:
@@ -46,9 +51,16 @@ def acoustic_descriptors(
     sample_rate: int = 16000,
     names: tuple[str, ...] | list[str] = tuple(DESCRIPTORS),
     normalise: bool = True,
+    normalisation: Normalisation = "authors",
 ) -> torch.Tensor:
-    """``[T, D]`` float32 descriptors of a 1-D waveform; ``T = num_frames(len(wave), hop)``."""
+    """``[T, D]`` float32 descriptors of a 1-D waveform; ``T = num_frames(len(wave), hop)``.
+
+    ``normalise``: per utterance and dimension, ``(x - mean) / (std + 1)`` (``normalisation="authors"``, as the
+    CARE code normalises PASE+) or ``(x - mean) / std`` (``"standard"``).
+    """
     descriptor_dim(names)
+    if normalisation not in NORMALISATIONS:
+        raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
     wave = wave.detach().to(torch.float32).flatten()
     if wave.numel() < WINDOW_SAMPLES:
         wave = F.pad(wave, (0, WINDOW_SAMPLES - wave.numel()))
@@ -83,7 +95,8 @@ def acoustic_descriptors(
             parts.append(_resample_frames(torch.log(centroid.nan_to_num(0.0).clamp_min(1.0)), frames).unsqueeze(1))
     out = torch.cat([_fit_frames(p, frames) for p in parts], dim=1)
     if normalise:
-        out = (out - out.mean(0)) / out.std(0, unbiased=False).clamp_min(1e-5)
+        std = out.std(0, unbiased=False)
+        out = (out - out.mean(0)) / (std + 1.0 if normalisation == "authors" else std.clamp_min(1e-5))
     return out.contiguous()
 
 

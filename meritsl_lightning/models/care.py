@@ -20,7 +20,13 @@ from tqdm.auto import tqdm
 from data_modules.audio import load_audio
 from data_modules.care_pretrain import CAREPretrainDataModule, CARETargets, SpeechText
 from meritsl_lightning.checkpoints import CARE_STAGE, pretrained_text_encoder_of
-from meritsl_lightning.encoders.acoustic_targets import DESCRIPTORS, acoustic_descriptors, descriptor_dim
+from meritsl_lightning.encoders.acoustic_targets import (
+    DESCRIPTORS,
+    NORMALISATIONS,
+    Normalisation,
+    acoustic_descriptors,
+    descriptor_dim,
+)
 from meritsl_lightning.encoders.cache import EmbeddingCache, file_identity
 from meritsl_lightning.encoders.care import CAREModel
 from meritsl_lightning.encoders.speech import _hash_model_folder
@@ -60,6 +66,7 @@ class CAREPretrainModule(LightningModule):
         teacher_model: str = "roberta-base",
         shared_layers: int = 6,
         descriptors: list[str] | None = None,
+        target_normalisation: Normalisation = "authors",
         acoustic_weight: float = 1.0,
         adapter_kernel: int = 5,
         adapter_stride: int = 3,
@@ -74,6 +81,9 @@ class CAREPretrainModule(LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.descriptor_names = list(descriptors or DESCRIPTORS)
+        if target_normalisation not in NORMALISATIONS:
+            raise ValueError(f"target_normalisation must be one of {NORMALISATIONS}, got {target_normalisation!r}")
+        self.target_normalisation = target_normalisation
         text = pretrained_text_encoder_of(text_model, "mean", max_text_length).transformer if text_model.endswith(".ckpt") else text_model
         self.care = CAREModel.from_pretrained(
             speech_model, text, shared_layers=shared_layers, acoustic_dim=descriptor_dim(self.descriptor_names),
@@ -120,6 +130,8 @@ class CAREPretrainModule(LightningModule):
         texts = hashlib.sha256(json.dumps([(r.id, r.text) for r in rows]).encode()).hexdigest()
         audio = hashlib.sha256(json.dumps([_audio_stamp(r.audio_path) for r in rows]).encode()).hexdigest()
         base = {"kind": "care_descriptors", "version": TARGETS_VERSION, "names": self.descriptor_names, "hop": self.care.hop, "audio": audio}
+        if self.target_normalisation != "standard":  # the earlier targets keep their cache keys
+            base["normalisation"] = self.target_normalisation
         return {
             "teacher": {"kind": "care_teacher", "version": TARGETS_VERSION, "model": self.teacher_identity(), "texts": texts},
             "frames": {**base, "part": "frames"},
@@ -135,7 +147,7 @@ class CAREPretrainModule(LightningModule):
 
         def part(i: int) -> torch.Tensor:
             if not computed:
-                computed.append(compute_descriptors(rows, self.care.hop, self.descriptor_names, num_workers))
+                computed.append(compute_descriptors(rows, self.care.hop, self.descriptor_names, num_workers, self.target_normalisation))
             return computed[0][i]
 
         flat = self.cache.get_or_compute(keys["frames"], lambda: part(0))
@@ -236,22 +248,22 @@ def _audio_stamp(path: str) -> tuple[str, int, int]:
 
 
 class _DescriptorDataset(Dataset):
-    def __init__(self, rows: list[SpeechText], hop: int, names: list[str]) -> None:
-        self.rows, self.hop, self.names = rows, hop, names
+    def __init__(self, rows: list[SpeechText], hop: int, names: list[str], normalisation: Normalisation) -> None:
+        self.rows, self.hop, self.names, self.normalisation = rows, hop, names, normalisation
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, i: int) -> torch.Tensor:
         wave = load_audio(self.rows[i].audio_path)
-        return acoustic_descriptors(wave, self.hop, names=self.names).half()
+        return acoustic_descriptors(wave, self.hop, names=self.names, normalisation=self.normalisation).half()
 
 
 def compute_descriptors(
-    rows: list[SpeechText], hop: int, names: list[str], num_workers: int = 0
+    rows: list[SpeechText], hop: int, names: list[str], num_workers: int = 0, normalisation: Normalisation = "authors"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Descriptors of every row, concatenated -> (``[frames, A]`` float16, offsets ``[N + 1]``)."""
-    loader = DataLoader(_DescriptorDataset(rows, hop, names), batch_size=None, num_workers=num_workers)
+    loader = DataLoader(_DescriptorDataset(rows, hop, names, normalisation), batch_size=None, num_workers=num_workers)
     parts = list(tqdm(loader, total=len(rows), desc="CARE descriptors", disable=len(rows) < 1000))
     lengths = torch.tensor([0] + [p.shape[0] for p in parts])
     return torch.cat(parts), torch.cumsum(lengths, 0)

@@ -16,10 +16,12 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
+from data_modules.errors import InvalidInput
+
 DEFAULT_SAMPLE_RATE = 16000
 
 
-class AudioError(ValueError):
+class AudioError(InvalidInput):
     """An audio file is missing, unreadable, corrupt or empty; the message names the file."""
 
 

@@ -20,6 +20,7 @@ from data_modules.batching import (
     IndexDataset,
     UtteranceCollator,
 )
+from data_modules.errors import InvalidInput
 from data_modules.manifest import (
     SPLITS,
     ManifestError,
@@ -84,7 +85,7 @@ class ERCDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         if protocol not in self.protocols:
-            raise ValueError(f"{type(self).__name__}: unknown protocol {protocol!r}; expected one of {sorted(self.protocols)}")
+            raise InvalidInput(f"{type(self).__name__}: unknown protocol {protocol!r}; expected one of {sorted(self.protocols)}")
         self.protocol = protocol
         self.manifest = manifest
         self.batch_size = batch_size

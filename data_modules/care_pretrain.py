@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampl
 
 from data_modules.audio import AudioError, audio_duration, load_audio, num_frames, pad_waves
 from data_modules.batching import BucketBatchSampler
+from data_modules.errors import InputNotFound, InvalidInput
 from data_modules.manifest import DefectLog, read_manifest
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ class CAREPretrainDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         if not 0.0 < validation_fraction < 1.0:
-            raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
+            raise InvalidInput(f"validation_fraction must be in (0, 1), got {validation_fraction}")
         self.path = path
         self.validation_fraction = validation_fraction
         self.split_seed = split_seed
@@ -88,7 +89,7 @@ class CAREPretrainDataModule(LightningDataModule):
             return
         rows = self.read_rows()
         if len(rows) < 2:
-            raise ValueError(f"{self.path}: {len(rows)} usable utterance(s); CARE pre-training needs at least 2")
+            raise InvalidInput(f"{self.path}: {len(rows)} usable utterance(s); CARE pre-training needs at least 2")
         order = list(range(len(rows)))
         random.Random(self.split_seed).shuffle(order)
         n_val = max(1, round(len(rows) * self.validation_fraction))
@@ -104,7 +105,7 @@ class CAREPretrainDataModule(LightningDataModule):
     def read_rows(self) -> list[SpeechText]:
         path = Path(self.path)
         if not path.is_file():
-            raise FileNotFoundError(f"CARE pre-training data not found: {path} (write it with `meritsl transcribe` or `meritsl prepare`)")
+            raise InputNotFound(f"CARE pre-training data not found: {path} (write it with `meritsl transcribe` or `meritsl prepare`)")
         defects = DefectLog(self.on_error)
         skipped = {"no_audio": 0, "transcription_error": 0, "empty_text": 0, "malformed": 0, "missing_audio_file": 0}
         raw = self._manifest_rows(path) if _is_manifest(path) else self._transcript_rows(path, defects, skipped)

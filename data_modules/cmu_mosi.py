@@ -8,6 +8,7 @@ from typing import Literal
 
 from data_modules.base import ERCDataModule
 from data_modules.cmu_mosi_parser import PROTOCOLS, load_video_list, parse_cmu_mosi
+from data_modules.errors import InvalidInput
 from data_modules.manifest import ParseResult, Utterance
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ class CMUMOSIDataModule(ERCDataModule):
             transcripts_splits=transcripts_splits,
         )
         if root is None and manifest is None:
-            raise ValueError("CMUMOSIDataModule needs root (the folder holding Raw/) or manifest")
+            raise InvalidInput("CMUMOSIDataModule needs root (the folder holding Raw/) or manifest")
         self.root = root
         self.video_list = video_list
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from data_modules.errors import InputNotFound, InvalidInput
 from data_modules.iemocap_parser import check_wav
 from data_modules.manifest import (
     SPLITS,
@@ -110,7 +111,7 @@ def score_sign(score: float) -> str:
 
 
 # --- folds and video lists -------------------------------------------------------------------------------
-class VideoListError(ValueError):
+class VideoListError(InvalidInput):
     """A fold file or user video list is malformed; the message names the file (and line)."""
 
 
@@ -175,7 +176,7 @@ def load_video_list(path: str | Path) -> dict[str, list[str]]:
     text file of ``SPLIT VIDEO_ID`` lines (``#`` comments; ``valid``/``val``/``dev`` mean validation)."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"video list {path}: file not found")
+        raise InputNotFound(f"video list {path}: file not found")
     text = path.read_text(encoding="utf-8-sig")
     if text.lstrip().startswith("{"):
         try:
@@ -192,7 +193,7 @@ def standard_folds(path: str | Path | None = None) -> dict[str, list[str]]:
     """The CMU-MultimodalSDK standard folds shipped with the framework (52 / 10 / 31 video ids)."""
     path = Path(path) if path is not None else STANDARD_FOLDS_FILE
     if not path.is_file():
-        raise FileNotFoundError(
+        raise InputNotFound(
             f"CMU-MOSI standard folds not found: expected {path}, the JSON copy of CMU-MultimodalSDK's "
             "cmu_mosi_std_folds.py (52 train / 10 valid / 31 test video ids) that ships with meritsl-lightning. "
             'Reinstall the package, or pass video_list=FILE (JSON {"train": [...], "validation": [...], '
@@ -206,7 +207,7 @@ def find_raw_root(root: str | Path) -> Path:
     """The folder holding ``Labels/OpinionLevelSentiment.csv``: ``root``, ``root/Raw``, or one folder below ``root``."""
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
-        raise FileNotFoundError(f"CMU-MOSI root {root}: expected a directory, found none")
+        raise InputNotFound(f"CMU-MOSI root {root}: expected a directory, found none")
     for candidate in (root, root / "Raw"):
         if (candidate / LABELS_CSV).is_file():
             return candidate
@@ -220,10 +221,10 @@ def find_raw_root(root: str | Path) -> Path:
     if len(below) == 1:
         return below[0].resolve()
     if len(below) > 1:
-        raise FileNotFoundError(
+        raise InputNotFound(
             f"CMU-MOSI root {root}: expected one corpus, found several: {', '.join(str(p) for p in below)}; pass one of them"
         )
-    raise FileNotFoundError(
+    raise InputNotFound(
         f"CMU-MOSI root {root}: expected Raw/{LABELS_CSV.as_posix()} in it or in a folder below it "
         "(the raw archive: Raw/Audio/WAV_16000/Segmented, Raw/Transcript/Segmented, Raw/Labels), found none"
     )
@@ -513,7 +514,7 @@ def compare_with_published(
 def get_protocol(protocol: str) -> ProtocolSpec:
     """The ProtocolSpec named `protocol`, with a clear error for an unknown name."""
     if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown CMU-MOSI protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)}")
+        raise InvalidInput(f"unknown CMU-MOSI protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)}")
     return PROTOCOLS[protocol]
 
 
@@ -535,14 +536,14 @@ def parse_cmu_mosi(
     """
     spec = get_protocol(protocol)
     if on_error not in ("fail", "skip"):
-        raise ValueError(f"on_error: expected 'fail' or 'skip', found {on_error!r}")
+        raise InvalidInput(f"on_error: expected 'fail' or 'skip', found {on_error!r}")
     raw = find_raw_root(root)
     if not (raw / TRANSCRIPT_DIR).is_dir():
-        raise FileNotFoundError(
+        raise InputNotFound(
             f"CMU-MOSI {raw}: expected the transcript folder {raw / TRANSCRIPT_DIR}, found none"
         )
     if not text_only and not (raw / WAV_DIR).is_dir():
-        raise FileNotFoundError(
+        raise InputNotFound(
             f"CMU-MOSI {raw}: expected the segmented audio folder {raw / WAV_DIR}, found none "
             "(use text_only / --text-only for transcripts and labels only)"
         )

@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import Literal
 
 from data_modules.base import ERCDataModule
+from data_modules.errors import InvalidInput
 from data_modules.iemocap_parser import PROTOCOLS, parse_iemocap
 from data_modules.manifest import ParseResult, Utterance
 
@@ -47,11 +48,11 @@ class IEMOCAPDataModule(ERCDataModule):
             transcripts_splits=transcripts_splits,
         )
         if root is None and manifest is None:
-            raise ValueError("IEMOCAPDataModule needs root (the IEMOCAP_full_release folder) or manifest")
+            raise InvalidInput("IEMOCAPDataModule needs root (the IEMOCAP_full_release folder) or manifest")
         if validation not in ("session1", "dialogues"):
-            raise ValueError(f"validation must be 'session1' or 'dialogues', got {validation!r}")
+            raise InvalidInput(f"validation must be 'session1' or 'dialogues', got {validation!r}")
         if not 0.0 < validation_fraction < 1.0:
-            raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
+            raise InvalidInput(f"validation_fraction must be in (0, 1), got {validation_fraction}")
         self.root = root
         self.validation = validation
         self.validation_fraction = validation_fraction

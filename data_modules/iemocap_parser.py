@@ -13,6 +13,7 @@ from typing import Any, Literal
 import numpy as np
 import soundfile as sf
 
+from data_modules.errors import InputNotFound, InvalidInput
 from data_modules.manifest import DefectLog, ParseResult, Utterance
 
 DATASET = "iemocap"
@@ -99,12 +100,12 @@ def find_corpus_root(root: str | Path) -> tuple[Path, list[int]]:
     """The `IEMOCAP_full_release` folder (`root` itself or its child) and the session numbers in it."""
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
-        raise FileNotFoundError(f"IEMOCAP root {root}: expected a directory, found none")
+        raise InputNotFound(f"IEMOCAP root {root}: expected a directory, found none")
     for candidate in (root, root / CORPUS_FOLDER):
         sessions = [n for n in SESSIONS if (candidate / f"Session{n}").is_dir()]
         if sessions:
             return candidate, sessions
-    raise FileNotFoundError(
+    raise InputNotFound(
         f"IEMOCAP root {root}: expected folders Session1..Session5 in it or in {root / CORPUS_FOLDER}, found none"
     )
 
@@ -368,7 +369,7 @@ def compare_with_published(utterances: list[Utterance], spec: ProtocolSpec, sess
 def get_protocol(protocol: str) -> ProtocolSpec:
     """The ProtocolSpec named `protocol`, with a clear error for an unknown name."""
     if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown IEMOCAP protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)}")
+        raise InvalidInput(f"unknown IEMOCAP protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)}")
     return PROTOCOLS[protocol]
 
 
@@ -388,7 +389,7 @@ def parse_iemocap(
     """
     spec = get_protocol(protocol)
     if on_error not in ("fail", "skip"):
-        raise ValueError(f"on_error: expected 'fail' or 'skip', found {on_error!r}")
+        raise InvalidInput(f"on_error: expected 'fail' or 'skip', found {on_error!r}")
     corpus, sessions = find_corpus_root(root)
     parser = _IemocapParser(corpus, spec, on_error, deep, text_only)
     utterances = [u for n in sessions for u in parser.session(n)]

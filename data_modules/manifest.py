@@ -11,10 +11,12 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from data_modules.errors import InputNotFound, InvalidInput, UserError
+
 SPLITS = ("train", "validation", "test")
 
 
-class ManifestError(ValueError):
+class ManifestError(InvalidInput):
     """A manifest file or row is malformed; the message names the file and line."""
 
 
@@ -58,7 +60,7 @@ class Defect:
 
 
 @dataclass
-class CorpusProblem(Exception):
+class CorpusProblem(UserError):
     """A fatal corpus problem (raised under on_error=fail)."""
 
     defect: Defect
@@ -110,7 +112,7 @@ def read_manifest(path: str | os.PathLike) -> list[Utterance]:
     """Read a manifest; relative audio paths are resolved against the manifest's folder."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"manifest not found: {path}")
+        raise InputNotFound(f"manifest not found: {path}")
     rows: list[Utterance] = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):

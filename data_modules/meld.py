@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from data_modules.base import ERCDataModule
+from data_modules.errors import InvalidInput
 from data_modules.manifest import ParseResult
 from data_modules.meld_parser import DEFAULT_MAX_SECONDS, PROTOCOLS, parse_meld
 
@@ -46,7 +47,7 @@ class MELDDataModule(ERCDataModule):
             transcripts_splits=transcripts_splits,
         )
         if root is None and manifest is None:
-            raise ValueError("MELDDataModule needs root (the MELD.Raw folder, or a folder holding the CSVs) or manifest")
+            raise InvalidInput("MELDDataModule needs root (the MELD.Raw folder, or a folder holding the CSVs) or manifest")
         self.root = root
         self.csv_dir = csv_dir
         self.max_seconds = max_seconds

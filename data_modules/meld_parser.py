@@ -44,6 +44,7 @@ from typing import Any, Literal
 
 import av
 
+from data_modules.errors import InputNotFound, InvalidInput
 from data_modules.manifest import CorpusProblem, Defect, ParseResult, Utterance
 
 DATASET = "meld"
@@ -139,7 +140,7 @@ PROTOCOLS: dict[str, ProtocolSpec] = {
 def get_protocol(protocol: str) -> ProtocolSpec:
     """The ProtocolSpec named `protocol`, with a clear error for an unknown name."""
     if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown MELD protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)}")
+        raise InvalidInput(f"unknown MELD protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)}")
     return PROTOCOLS[protocol]
 
 
@@ -168,12 +169,12 @@ def find_meld_layout(root: str | Path, csv_dir: str | Path | None = None) -> Mel
     """
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
-        raise FileNotFoundError(f"MELD root {root}: expected a directory, found none")
+        raise InputNotFound(f"MELD root {root}: expected a directory, found none")
     csv_base: list[Path] = []
     if csv_dir is not None:
         csv_dir = Path(csv_dir).expanduser().resolve()
         if not csv_dir.is_dir():
-            raise FileNotFoundError(f"MELD csv_dir {csv_dir}: expected a directory, found none")
+            raise InputNotFound(f"MELD csv_dir {csv_dir}: expected a directory, found none")
         csv_base.append(csv_dir)
     layout = MeldLayout(root, {}, {}, {}, {})
     for s in MELD_SPLITS:
@@ -624,14 +625,14 @@ def parse_meld(
     """
     spec = get_protocol(protocol)
     if on_error not in ("fail", "skip"):
-        raise ValueError(f"on_error: expected 'fail' or 'skip', found {on_error!r}")
+        raise InvalidInput(f"on_error: expected 'fail' or 'skip', found {on_error!r}")
     if max_seconds is not None and max_seconds <= 0:
-        raise ValueError(f"max_seconds: expected a positive number of seconds or None, found {max_seconds}")
+        raise InvalidInput(f"max_seconds: expected a positive number of seconds or None, found {max_seconds}")
     layout = find_meld_layout(root, csv_dir)
     present = [s for s in MELD_SPLITS if layout.csv_files[s.split] is not None]
     if not present:
         expected = ", ".join(s.csv_name for s in MELD_SPLITS)
-        raise FileNotFoundError(
+        raise InputNotFound(
             f"MELD root {layout.root}: expected the label CSVs ({expected}) in it, in its {RAW_FOLDER} folder, "
             f"in train/ dev/ test/ subfolders{' or in ' + str(csv_dir) if csv_dir else ''}; found none"
         )
@@ -641,7 +642,7 @@ def parse_meld(
                 tarballs = [p for b in _bases(layout.root) for p in (b / f"{s.name}.tar.gz",) if p.is_file()]
                 hint = f" ({tarballs[0]} is there: extract it first)" if tarballs else ""
                 searched = ", ".join(str(p) for p in layout.searched_clips[s.split])
-                raise FileNotFoundError(
+                raise InputNotFound(
                     f"MELD {s.name}: found {layout.csv_files[s.split]} but no clip folder {s.clip_folder}/{hint}; "
                     f"looked in {searched}. Pass text_only (--text-only) to read the CSVs without media."
                 )

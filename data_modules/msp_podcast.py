@@ -6,6 +6,7 @@ from dataclasses import replace
 from typing import Literal
 
 from data_modules.base import ERCDataModule
+from data_modules.errors import InvalidInput
 from data_modules.manifest import ParseResult, Utterance
 from data_modules.msp_podcast_parser import PROTOCOLS, parse_msp_podcast
 
@@ -46,7 +47,7 @@ class MSPPodcastDataModule(ERCDataModule):
             transcripts_splits=transcripts_splits,
         )
         if root is None and manifest is None:
-            raise ValueError("MSPPodcastDataModule needs root (the MSP-PODCAST-Publish-1.xx folder) or manifest")
+            raise InvalidInput("MSPPodcastDataModule needs root (the MSP-PODCAST-Publish-1.xx folder) or manifest")
         if test_split == "test":
             test_split = None  # already served as "test"
         self.root = root
@@ -60,5 +61,5 @@ class MSPPodcastDataModule(ERCDataModule):
         if self.test_split is None:
             return rows
         if any(u.split == "test" for u in rows):
-            raise ValueError(f"test_split={self.test_split!r}: the rows already have a 'test' split; set test_split=None")
+            raise InvalidInput(f"test_split={self.test_split!r}: the rows already have a 'test' split; set test_split=None")
         return [replace(u, split="test") if u.split == self.test_split else u for u in rows]

@@ -58,6 +58,7 @@ from typing import Any, Literal
 
 import soundfile as sf
 
+from data_modules.errors import InputNotFound, InvalidInput
 from data_modules.iemocap_parser import check_wav
 from data_modules.manifest import DefectLog, ParseResult, Utterance
 
@@ -167,7 +168,7 @@ def find_corpus_root(root: str | Path) -> Path:
     """The release folder: `root` itself when it holds Labels/ or Audios/, else its one ``MSP-PODCAST*`` child that does."""
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
-        raise FileNotFoundError(f"MSP-Podcast root {root}: expected a directory, found none")
+        raise InputNotFound(f"MSP-Podcast root {root}: expected a directory, found none")
 
     def is_release(folder: Path) -> bool:
         return (folder / LABELS_DIR).is_dir() or (folder / AUDIO_DIR).is_dir()
@@ -178,10 +179,10 @@ def find_corpus_root(root: str | Path) -> Path:
     if len(children) == 1:
         return children[0]
     if len(children) > 1:
-        raise ValueError(
+        raise InvalidInput(
             f"MSP-Podcast root {root}: several releases found ({', '.join(p.name for p in children)}); pass one of them as root"
         )
-    raise FileNotFoundError(
+    raise InputNotFound(
         f"MSP-Podcast root {root}: expected {LABELS_DIR}/{CONSENSUS_CSV} (or {CONSENSUS_JSON}) and {AUDIO_DIR}/ "
         "in it or in an MSP-PODCAST-Publish-* folder inside it, found neither"
     )
@@ -258,7 +259,7 @@ class _MspParser:
         header = [h.strip() for h in next(reader, [])]
         missing = [c for c in REQUIRED_COLUMNS if c not in header]
         if missing:
-            raise ValueError(
+            raise InvalidInput(
                 f"{path}:1: expected the header {','.join(CSV_HEADER)} (at least {', '.join(REQUIRED_COLUMNS)}), "
                 f"found {','.join(header)!r}"
             )
@@ -287,9 +288,9 @@ class _MspParser:
         try:
             top = json.loads(text, object_pairs_hook=_object)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from e
+            raise InvalidInput(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from e
         if not isinstance(top, dict | _Pairs):
-            raise ValueError(f"{path}: expected an object {{file name: {{{', '.join(JSON_KEYS)}}}}}, found {type(top).__name__}")
+            raise InvalidInput(f"{path}: expected an object {{file name: {{{', '.join(JSON_KEYS)}}}}}, found {type(top).__name__}")
         items = list(top.items()) if isinstance(top, dict) else list(top)
         has_split = any(isinstance(v, dict) and "Split_Set" in v for _, v in items)
         where = _JsonLines(text)  # line numbers are looked up only for defects
@@ -321,7 +322,7 @@ class _MspParser:
             return rows, info
         if json_path.is_file():
             return self.read_json(json_path, self.defects), {"file": f"{LABELS_DIR}/{CONSENSUS_JSON}"}
-        raise FileNotFoundError(
+        raise InputNotFound(
             f"MSP-Podcast {self.corpus}: expected the consensus labels {csv_path} or {json_path}, found neither"
         )
 
@@ -377,7 +378,7 @@ class _MspParser:
     def list_audio(self) -> tuple[set[str], int]:
         audio_dir = self.corpus / AUDIO_DIR
         if not audio_dir.is_dir():
-            raise FileNotFoundError(
+            raise InputNotFound(
                 f"MSP-Podcast {self.corpus}: expected the wav folder {audio_dir}, found none "
                 "(use text_only / --text-only for labels and transcripts without audio)"
             )
@@ -649,7 +650,7 @@ def _order(utterances: Iterable[tuple[tuple[int, ...], Utterance]]) -> list[Utte
 def get_protocol(protocol: str) -> ProtocolSpec:
     """The ProtocolSpec named `protocol`, with a clear error for an unknown name."""
     if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown MSP-Podcast protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)}")
+        raise InvalidInput(f"unknown MSP-Podcast protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)}")
     return PROTOCOLS[protocol]
 
 
@@ -669,6 +670,6 @@ def parse_msp_podcast(
     """
     spec = get_protocol(protocol)
     if on_error not in ("fail", "skip"):
-        raise ValueError(f"on_error: expected 'fail' or 'skip', found {on_error!r}")
+        raise InvalidInput(f"on_error: expected 'fail' or 'skip', found {on_error!r}")
     corpus = find_corpus_root(root)
     return _MspParser(corpus, spec, on_error, deep, text_only).run()

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 from data_modules.base import ERCDataModule
+from data_modules.errors import InputNotFound, InvalidInput
 from data_modules.manifest import CorpusProblem, Defect, ParseResult, Utterance
 
 SILVER_LABELS = ["positive", "negative", "neutral"]
@@ -41,7 +42,7 @@ class SilverDataModule(ERCDataModule):
     ) -> None:
         super().__init__("silver", None, batch_size, eval_batch_size, num_workers, on_error, True, "validation", bucket_multiplier)
         if not 0.0 < validation_fraction < 1.0:
-            raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
+            raise InvalidInput(f"validation_fraction must be in (0, 1), got {validation_fraction}")
         self.path = path
         self.labels = list(labels or SILVER_LABELS)
         self.validation_fraction = validation_fraction
@@ -56,7 +57,7 @@ class SilverDataModule(ERCDataModule):
     def parse(self) -> ParseResult:
         path = Path(self.path)
         if not path.is_file():
-            raise FileNotFoundError(f"silver labels not found: {path} (write it with `meritsl pseudo-label`)")
+            raise InputNotFound(f"silver labels not found: {path} (write it with `meritsl pseudo-label`)")
         rows, defects = [], []
         skipped = {"unlabelled": 0, "empty_text": 0, "too_long": 0}
         with open(path, encoding="utf-8") as f:

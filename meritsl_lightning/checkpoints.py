@@ -14,12 +14,13 @@ import torch
 from meritsl_lightning.encoders.cache import file_identity
 from meritsl_lightning.encoders.care import CAREModel
 from meritsl_lightning.encoders.text import TextEncoder, TextPooling
+from meritsl_lightning.errors import InputNotFound, InvalidInput
 
 TEXT_PRETRAIN_STAGE = "text_pretrain"
 CARE_STAGE = "care_pretrain"
 
 
-class CheckpointMismatch(ValueError):
+class CheckpointMismatch(InvalidInput):
     """A checkpoint given to a stage is not the stage, modality, label set or width it needs."""
 
 
@@ -66,11 +67,12 @@ def read_stage_checkpoint(
     """
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"{role}: checkpoint file {path} does not exist")
+        raise InputNotFound(f"{role}: checkpoint file {path} does not exist")
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:
-        raise CheckpointMismatch(f"{role}: {path} is not a readable PyTorch checkpoint ({e})") from e
+        detail = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)[:200]
+        raise CheckpointMismatch(f"{role}: {path} is not a readable PyTorch checkpoint ({detail})") from e
     meta = ckpt.get("meritsl") if isinstance(ckpt, dict) else None
     if not meta:
         raise CheckpointMismatch(f"{role}: {path} is not a meritsl-lightning stage checkpoint (no 'meritsl' metadata)")

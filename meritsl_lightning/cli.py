@@ -6,12 +6,16 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from typing import Any
+
+from meritsl_lightning.errors import DEBUG_ENV, debug_enabled, user_error_message
 
 # Nothing heavy at module level: the pipeline commands and --help must start without torch or Lightning
 # (tests/test_startup.py). The training commands import meritsl_lightning.trainer_cli when they run.
 TRAINER_COMMANDS = ("fit", "validate", "test", "predict")
+EXIT_USER_ERROR = 2
 # name -> (module:function taking argv and returning an exit status, one-line help); imported on use
 PIPELINE_COMMANDS = {
     "prepare": ("meritsl_lightning.commands.prepare:main", "validate a corpus folder; write manifest.jsonl and report.json"),
@@ -39,16 +43,46 @@ def _pipeline_help() -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``meritsl`` and ``python -m meritsl_lightning``."""
+    """Entry point of ``meritsl`` and ``python -m meritsl_lightning``.
+
+    A user error (see ``meritsl_lightning.errors``) ends with one line on stderr and exit status 2;
+    ``--debug`` or ``MERITSL_DEBUG=1`` shows its traceback instead. Programming errors keep theirs.
+    """
     args = sys.argv[1:] if argv is None else list(argv)
-    if args and args[0] in PIPELINE_COMMANDS:
-        sys.exit(_run_pipeline(args[0], args[1:]))
+    if "--debug" in args:
+        args = [a for a in args if a != "--debug"]
+        os.environ[DEBUG_ENV] = "1"  # inherited by DDP workers, which re-run sys.argv
+        if argv is None:
+            sys.argv[1:] = args
+    command = args[0] if args and not args[0].startswith("-") else ""
     if not args or args[0] in ("-h", "--help"):
         print(_pipeline_help())
         sys.exit(0 if args else 2)
+    try:
+        if command in PIPELINE_COMMANDS:
+            status = _run_pipeline(command, args[1:])
+        else:
+            _one_line_errors_cli()(args=None if argv is None else args)
+            status = 0
+    except Exception as e:
+        message = None if debug_enabled() else user_error_message(e)
+        if message is None:
+            raise
+        print(f"meritsl{' ' + command if command else ''}: error: {message}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    sys.exit(status)
+
+
+def _one_line_errors_cli() -> type:
+    """MeritslCLI as ``main`` runs it: argument errors raise (``main`` prints them as one line) instead of
+    jsonargparse printing the whole usage before them."""
     from meritsl_lightning.trainer_cli import MeritslCLI
 
-    MeritslCLI(args=None if argv is None else args)
+    class OneLineErrorsCLI(MeritslCLI):
+        def init_parser(self, **kwargs: Any) -> Any:
+            return super().init_parser(**{"exit_on_error": debug_enabled(), **kwargs})
+
+    return OneLineErrorsCLI
 
 
 def lightning_main(argv: list[str] | None = None) -> None:

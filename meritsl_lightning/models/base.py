@@ -20,6 +20,7 @@ from data_modules.base import ERCDataModule, SplitData
 from data_modules.batching import IGNORE_INDEX, pad_conversations
 from meritsl_lightning.checkpoints import CheckpointMismatch, StageCheckpoint
 from meritsl_lightning.encoders.cache import EmbeddingCache
+from meritsl_lightning.errors import InvalidInput
 from meritsl_lightning.metrics.sentiment import MOSIRegressionMetrics
 
 log = logging.getLogger(__name__)
@@ -151,11 +152,11 @@ class BaseStageModule(LightningModule):
     def setup(self, stage: str) -> None:
         dm = self.trainer.datamodule
         if not isinstance(dm, ERCDataModule):
-            raise TypeError(f"{type(self).__name__} needs a meritsl data module (ERCDataModule), got {type(dm).__name__}")
+            raise InvalidInput(f"{type(self).__name__} needs a meritsl data module (ERCDataModule), got {type(dm).__name__}")
         if dm.task != self.task:
-            raise ValueError(f"{type(self).__name__} was built for a {self.task} task, the data module ({dm.corpus}/{dm.protocol}) is {dm.task}")
+            raise InvalidInput(f"{type(self).__name__} was built for a {self.task} task, the data module ({dm.corpus}/{dm.protocol}) is {dm.task}")
         if dm.label_names != self.label_names:
-            raise ValueError(
+            raise InvalidInput(
                 f"{type(self).__name__} was built for labels {self.label_names} but the data module "
                 f"({dm.corpus}/{dm.protocol}) has {dm.label_names}"
             )

@@ -31,6 +31,7 @@ from meritsl_lightning.encoders.cache import EmbeddingCache, file_identity
 from meritsl_lightning.encoders.care import CAREModel
 from meritsl_lightning.encoders.speech import _hash_model_folder
 from meritsl_lightning.encoders.text import TextEncoder
+from meritsl_lightning.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ class CAREPretrainModule(LightningModule):
     def setup(self, stage: str) -> None:
         dm = self.trainer.datamodule
         if not isinstance(dm, CAREPretrainDataModule):
-            raise TypeError(f"CAREPretrainModule needs a CAREPretrainDataModule, got {type(dm).__name__}")
+            raise InvalidInput(f"CAREPretrainModule needs a CAREPretrainDataModule, got {type(dm).__name__}")
         dm.configure_crops(self.care.hop)
         root = self.trainer.strategy.root_device
         # a cold cache loads the teacher and runs loaders, which draw random numbers: fork the generators so

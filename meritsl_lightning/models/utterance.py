@@ -24,6 +24,7 @@ from meritsl_lightning.encoders.provenance import (
 )
 from meritsl_lightning.encoders.speech import SpeechEncoder, build_speech_encoder, extract_features
 from meritsl_lightning.encoders.text import TextEncoder, TextPooling
+from meritsl_lightning.errors import InvalidInput
 from meritsl_lightning.models.base import BaseStageModule, ClassWeights
 from meritsl_lightning.nn.heads import SpeechUtteranceHead
 
@@ -167,7 +168,7 @@ class SpeechUtteranceModule(BaseStageModule):
     def encoder_features(self, data: SplitData, device: torch.device) -> torch.Tensor:
         """Frozen speech-encoder features [N, L, D] of a split (cached); zeros where a row has no usable audio."""
         if all(u.audio_path is None for u in data.rows):
-            raise ValueError(
+            raise InvalidInput(
                 f"{data.corpus}/{data.split}: none of the {len(data.rows)} utterances has audio "
                 f"(e.g. {data.rows[0].utt_id if data.rows else '-'}); a speech stage needs a manifest with audio, "
                 "not one prepared with --text-only"

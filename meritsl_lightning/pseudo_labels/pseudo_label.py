@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from meritsl_lightning.errors import UserError
 from meritsl_lightning.pseudo_labels.backends import (
     Backend,
     FatalBackendError,
@@ -42,7 +43,7 @@ PROGRESS_EVERY_S = 30.0
 ROW_IDENTITY = ("backend", "model", "method", "prompt_version")
 
 
-class UsageError(Exception):
+class UsageError(UserError):
     """Bad arguments or files; reported without a traceback."""
 
 

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+from meritsl_lightning.errors import InvalidInput
 from meritsl_lightning.pseudo_labels.cache import recover_jsonl
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ T = TypeVar("T")
 RANK_ENV_VARS = (("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS"), ("LOCAL_RANK", "LOCAL_WORLD_SIZE"))
 
 
-class ResultFileError(ValueError):
+class ResultFileError(InvalidInput):
     """A result or shard file cannot be used as asked; the message names the file."""
 
 

@@ -40,6 +40,7 @@ import numpy as np
 
 from data_modules.audio import AudioError, audio_duration, load_audio
 from data_modules.manifest import read_manifest
+from meritsl_lightning.errors import InvalidInput
 from meritsl_lightning.pseudo_labels.shards import (
     append_rows,
     assign,
@@ -75,7 +76,7 @@ MODEL_FILES = ("model.bin", "config.json", "tokenizer.json")
 PIECE_ALIGN = SAMPLE_RATE // 10  # batched mode lays clips out on 0.1 s boundaries (see _layout)
 
 
-class TranscribeError(ValueError):
+class TranscribeError(InvalidInput):
     """A bad input, model or option; the message names the file or item."""
 
 

@@ -95,7 +95,7 @@ def _one_line(message: str) -> str:
 
 def _frames(chain: list[BaseException]) -> Iterator[tuple[str, str, dict]]:
     """(file, function, locals) of every traceback frame of the chain, outermost call first."""
-    for e in reversed(chain):  # the innermost cause's frames are the deepest calls
+    for e in chain:  # an outer exception's traceback holds the calls above where it caught its cause
         tb: TracebackType | None = e.__traceback__
         frames = []
         while tb is not None:
@@ -148,7 +148,7 @@ def _refused_config_value(chain: list[BaseException]) -> str | None:
     if not any("jsonargparse" in file for file, _, _ in _frames([outer])):
         return None
     for e in chain[1:]:
-        if type(e) is not ValueError or e.__traceback__ is None:
+        if not isinstance(e, ValueError) or e.__traceback__ is None:
             continue
         tb = e.__traceback__
         while tb.tb_next is not None:

@@ -107,7 +107,8 @@ def test_model_folder_that_does_not_exist(capsys: pytest.CaptureFixture[str], sm
     corpus, _ = small
     status, line = run_main(capsys, *stage1_text_args(corpus, "runs/nowhere/roberta", tmp_path))
     assert status == 2
-    assert line.startswith("meritsl fit: error: model_name_or_path: 'runs/nowhere/roberta' is not a local model folder")
+    assert line.startswith("meritsl fit: error: TextUtteranceModule: text encoder 'runs/nowhere/roberta' (model_name_or_path")
+    assert "no such file or folder" in line
 
 
 # ------------------------------------------------------------------ config keys and values

@@ -193,19 +193,25 @@ class ERCDataModule(LightningDataModule):
         assert self._splits is not None
         return [s for s in SPLITS if s in self._splits] + sorted(set(self._splits) - set(SPLITS))
 
-    def _loader(self, split: str, train: bool) -> DataLoader:
+    def _loader(self, split: str, train: bool, targets_only: bool = True) -> DataLoader:
         data = self.split_data(split)
         utt_ids = [u.utt_id for u in data.rows]
+        positions = None
         if self.batch_level == "utterance":
             n = len(data.rows)
-            lengths = [len(u.text) for u in data.rows]
+            if targets_only:  # unlabelled rows (context only) have nothing to learn or score one by one
+                has_target = ~torch.isnan(data.scores) if self.task == "regression" else data.labels != IGNORE_INDEX
+                if not bool(has_target.all()):
+                    positions = has_target.nonzero().flatten().tolist()
+                    n = len(positions)
+            lengths = [len(data.rows[i].text) for i in (positions if positions is not None else range(n))]
             collate: Any = UtteranceCollator(split, [u.text for u in data.rows], utt_ids, data.labels, data.scores)
         else:
             n = len(data.conversations)
             lengths = [len(c) for c in data.conversations]
             collate = ConversationCollator(split, data.conversations, utt_ids, data.labels, data.scores)
         batch_size = self.batch_size if train else self.eval_batch_size
-        dataset = IndexDataset(n)
+        dataset = IndexDataset(n, positions)
         sampler = RandomSampler(dataset) if train else SequentialSampler(dataset)
         batch_sampler = BucketBatchSampler(
             sampler, batch_size, drop_last=False, lengths=lengths, bucket_multiplier=self.bucket_multiplier, shuffle=train
@@ -228,4 +234,4 @@ class ERCDataModule(LightningDataModule):
         return self._loader("test", train=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.predict_split, train=False)
+        return self._loader(self.predict_split, train=False, targets_only=False)

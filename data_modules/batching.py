@@ -57,16 +57,18 @@ class BucketBatchSampler(BatchSampler):
 
 
 class IndexDataset(Dataset):
-    """Items are positions 0..n-1 (utterances or conversations of one split); collation builds the batch."""
+    """Items are positions 0..n-1 (utterances or conversations of one split), or the given ``positions``;
+    collation builds the batch."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, positions: list[int] | None = None) -> None:
         self.n = n
+        self.positions = positions
 
     def __len__(self) -> int:
         return self.n
 
     def __getitem__(self, i: int) -> int:
-        return i
+        return i if self.positions is None else self.positions[i]
 
 
 def pad_conversations(convs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -32,6 +32,7 @@ from data_modules.manifest import (
     ParseResult,
     Utterance,
 )
+from data_modules.text_decoding import decode_lines
 
 DATASET = "cmu_mosi"
 LABELS_CSV = Path("Labels") / "OpinionLevelSentiment.csv"  # relative to the Raw folder
@@ -177,7 +178,7 @@ def load_video_list(path: str | Path) -> dict[str, list[str]]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise InputNotFound(f"video list {path}: file not found")
-    text = path.read_text(encoding="utf-8-sig")
+    text = "\n".join(decode_lines(path.read_bytes()))
     if text.lstrip().startswith("{"):
         try:
             obj = json.loads(text)
@@ -247,15 +248,6 @@ class _TranscriptLine:
     line: int
 
 
-def _decode(raw: bytes) -> list[str]:
-    # A re-saved copy may not be UTF-8; a bad byte must not stop the parse.
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = raw.decode("cp1252", errors="replace")
-    return text.splitlines()
-
-
 def _number(text: str) -> float | None:
     try:
         value = float(text)
@@ -290,7 +282,7 @@ class _MosiParser:
     def _lines(self, path: Path) -> list[str]:
         raw = path.read_bytes()
         self.sources[path.relative_to(self.raw).as_posix()] = hashlib.sha256(raw).hexdigest()
-        return _decode(raw)
+        return decode_lines(raw)
 
     def labels(self) -> dict[str, list[_LabelRow]]:
         """Video -> its valid label rows (in file order)."""

@@ -19,6 +19,10 @@ class IEMOCAPDataModule(ERCDataModule):
     reimplementation reads the paper) trains on Sessions 2-4; ``validation="dialogues"`` trains on Sessions
     1-4 and holds out ``validation_fraction`` of their dialogues (chosen with ``split_seed``), the ERC
     convention.
+
+    Transcription turns without an EmoEvaluation line (``unlabelled_turns`` in ``report.json``) are left
+    out by default; ``unlabelled_context=True`` keeps them in the conversations as context for Stages II
+    and III (never in the loss or the metrics).
     """
 
     corpus = "iemocap"
@@ -41,6 +45,7 @@ class IEMOCAPDataModule(ERCDataModule):
         bucket_multiplier: int = 50,
         transcripts: str | None = None,
         transcripts_splits: list[str] | None = None,
+        unlabelled_context: bool = False,
     ) -> None:
         super().__init__(
             protocol, manifest, batch_size, eval_batch_size, num_workers, on_error, text_only, predict_split, bucket_multiplier,
@@ -57,12 +62,15 @@ class IEMOCAPDataModule(ERCDataModule):
         self.validation = validation
         self.validation_fraction = validation_fraction
         self.split_seed = split_seed
+        self.unlabelled_context = unlabelled_context
 
     def parse(self) -> ParseResult:
         assert self.root is not None
         return parse_iemocap(self.root, protocol=self.protocol, on_error=self.on_error, text_only=self.text_only)
 
     def assign_splits(self, rows: list[Utterance]) -> list[Utterance]:
+        if not self.unlabelled_context and any(u.label is None for u in rows):
+            rows = _renumbered([u for u in rows if u.label is not None])
         if self.validation == "session1":
             return rows
         pool = sorted({u.dialogue_id for u in rows if u.split in ("train", "validation")})
@@ -71,3 +79,11 @@ class IEMOCAPDataModule(ERCDataModule):
             replace(u, split="validation" if u.dialogue_id in held_out else "train") if u.split != "test" else u
             for u in rows
         ]
+
+
+def _renumbered(rows: list[Utterance]) -> list[Utterance]:
+    """Rows with ``utt_index`` 0..n-1 again within each dialogue (in their time order)."""
+    by_dialogue: dict[str, list[Utterance]] = {}
+    for u in sorted(rows, key=lambda u: (u.dialogue_id, u.utt_index)):
+        by_dialogue.setdefault(u.dialogue_id, []).append(u)
+    return [replace(u, utt_index=i) for turns in by_dialogue.values() for i, u in enumerate(turns)]

@@ -15,6 +15,7 @@ import soundfile as sf
 
 from data_modules.errors import InputNotFound, InvalidInput
 from data_modules.manifest import DefectLog, ParseResult, Utterance
+from data_modules.text_decoding import decode_lines
 
 DATASET = "iemocap"
 CORPUS_FOLDER = "IEMOCAP_full_release"
@@ -94,6 +95,8 @@ class _TranscriptLine:
     text: str
     file: Path
     line: int
+    start: float
+    end: float
 
 
 def find_corpus_root(root: str | Path) -> tuple[Path, list[int]]:
@@ -132,15 +135,6 @@ def check_wav(path: Path, deep: bool = False) -> str | None:
     return None
 
 
-def _decode(raw: bytes) -> list[str]:
-    # The release is ASCII; a re-saved copy may not be UTF-8, and a bad byte must not stop the parse.
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = raw.decode("cp1252", errors="replace")
-    return text.splitlines()
-
-
 def _txt_files(folder: Path) -> dict[str, Path]:
     """`<dialog>.txt` files of a folder by dialog name; subfolders and `._*` AppleDouble files skipped."""
     if not folder.is_dir():
@@ -170,6 +164,7 @@ class _IemocapParser:
         self.defects = DefectLog(on_error)
         self.labelled: dict[str, _LabelLine] = {}
         self.excluded: Counter[str] = Counter()
+        self.unlabelled: list[str] = []  # transcription turns without an EmoEvaluation line
         self.sources: dict[str, str] = {}
 
     def _lines(self, path: Path, item: str) -> list[str] | None:
@@ -179,7 +174,7 @@ class _IemocapParser:
             self.defects.add(item, path, f"unreadable file: {e.strerror or e}")
             return None
         self.sources[path.relative_to(self.corpus).as_posix()] = hashlib.sha256(raw).hexdigest()
-        return _decode(raw)
+        return decode_lines(raw)
 
     def session(self, n: int) -> list[Utterance]:
         dialog_dir = self.corpus / f"Session{n}" / "dialog"
@@ -261,23 +256,22 @@ class _IemocapParser:
                     lineno,
                 )
                 continue
-            found[turn] = _TranscriptLine(text, path, lineno)
+            found[turn] = _TranscriptLine(text, path, lineno, float(m.group(2)), float(m.group(3)))
         return found
 
     def dialog(self, session: int, dialog: str, emo_path: Path, tr_path: Path) -> list[Utterance]:
         labels, mentioned = self.labels(emo_path, dialog)
         has_transcripts = tr_path.is_file()
         transcripts = self.transcripts(tr_path, dialog) if has_transcripts else {}
-        for turn, t in transcripts.items():
-            if turn not in mentioned:
-                self.defects.add(
-                    turn,
-                    tr_path,
-                    f"transcription turn without a label: expected a line for it in {emo_path}",
-                    t.line,
-                )
         split = DEFAULT_SESSION_SPLITS[session]
         rows: list[Utterance] = []
+        # A turn the annotators never labelled (e.g. the release's overlapped _MXX0/_FXX0 turns) is not a
+        # defect: it is kept as an unlabelled row (context only; label-consuming code skips it) and counted.
+        for turn, t in transcripts.items():
+            if turn not in mentioned:
+                self.unlabelled.append(turn)
+                if t.text:
+                    rows.append(self.unlabelled_utterance(session, dialog, split, turn, t))
         for entry in labels:
             label = self.spec.code_to_label.get(entry.code)
             if label is None:
@@ -342,6 +336,26 @@ class _IemocapParser:
             audio_ok=True,
         )
 
+    def unlabelled_utterance(self, session: int, dialog: str, split: str, turn: str, t: _TranscriptLine) -> Utterance:
+        """The row of a transcription turn without a label; its audio is used when present, never required."""
+        wav: Path | None = self.corpus / f"Session{session}" / "sentences" / "wav" / dialog / f"{turn}.wav"
+        audio_ok = not self.text_only and check_wav(wav, self.deep) is None
+        return Utterance(
+            dataset=DATASET,
+            split=split,
+            dialogue_id=dialog,
+            utt_index=-1,
+            utt_id=turn,
+            text=t.text,
+            label=None,
+            label_raw=None,
+            speaker=_speaker(turn, session),
+            start=t.start,
+            end=t.end,
+            audio_path=None if self.text_only else str(wav),
+            audio_ok=audio_ok,
+        )
+
 
 def compare_with_published(utterances: list[Utterance], spec: ProtocolSpec, sessions: list[int]) -> list[str]:
     """Warnings where a full (five-session) copy's counts differ from the published ones."""
@@ -351,6 +365,7 @@ def compare_with_published(utterances: list[Utterance], spec: ProtocolSpec, sess
             f"only {found} found (expected Session1..Session5); counts not compared with the published ones"
         ]
     warnings: list[str] = []
+    utterances = [u for u in utterances if u.label is not None]
     if len(utterances) != spec.expected_total:
         warnings.append(
             f"{spec.name}: {len(utterances)} utterances, the published full-corpus count is {spec.expected_total}"
@@ -385,7 +400,9 @@ def parse_iemocap(
     `text_only` reads transcripts and labels without looking for the wav files (audio_path is None).
     Under `on_error="fail"` the first bad item raises `CorpusProblem`; under `"skip"` bad items are left
     out and listed in `defects`. Turns whose code the protocol does not use are counted in
-    `info["excluded_by_protocol"]`, not reported as defects. Raises FileNotFoundError without sessions.
+    `info["excluded_by_protocol"]`, not reported as defects. Transcription turns without an EmoEvaluation
+    line are rows with ``label=None`` (context only) counted in `info["unlabelled_turns"]`. Raises
+    InputNotFound without sessions.
     """
     spec = get_protocol(protocol)
     if on_error not in ("fail", "skip"):
@@ -399,6 +416,12 @@ def parse_iemocap(
         "sessions": [f"Session{n}" for n in sessions],
         "session_splits": {f"Session{n}": DEFAULT_SESSION_SPLITS[n] for n in SESSIONS},
         "excluded_by_protocol": dict(sorted(parser.excluded.items())),
+        "unlabelled_turns": {
+            "count": len(parser.unlabelled),
+            "ids": sorted(parser.unlabelled),
+            "note": "transcription turns without an EmoEvaluation line: manifest rows with label null, "
+            "not in the labelled counts; used only as conversation context (IEMOCAPDataModule unlabelled_context)",
+        },
         "published": spec.published(),
         "warnings": compare_with_published(utterances, spec, sessions),
         "deep_audio_check": deep,

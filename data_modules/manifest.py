@@ -151,6 +151,9 @@ def build_report(
             "conversations": len({u.dialogue_id for u in rows}),
             "labels": dict(sorted(labels.items())),
         }
+        unlabelled = sum(u.label is None and u.score is None for u in rows)
+        if unlabelled:
+            splits[split]["unlabelled"] = unlabelled  # counted in "utterances"; no label and no score
     report = {
         "corpus": corpus,
         "protocol": protocol,

@@ -61,6 +61,7 @@ import soundfile as sf
 from data_modules.errors import InputNotFound, InvalidInput
 from data_modules.iemocap_parser import check_wav
 from data_modules.manifest import DefectLog, ParseResult, Utterance
+from data_modules.text_decoding import decode_lines
 
 DATASET = "msp_podcast"
 AUDIO_DIR = "Audios"
@@ -145,11 +146,8 @@ class _Entry:
 
 
 def _decode(raw: bytes) -> str:
-    # The release is ASCII/UTF-8; a re-saved copy may carry a BOM or be cp1252, and a bad byte must not stop the parse.
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return raw.decode("cp1252", errors="replace")
+    # The release is ASCII/UTF-8; a re-saved copy may carry a BOM, CRLF or cp1252 lines: never a stop
+    return "\n".join(decode_lines(raw))
 
 
 def conversation_key(stem: str) -> tuple[str, tuple[int, ...]]:

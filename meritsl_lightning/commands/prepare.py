@@ -117,9 +117,13 @@ def _summary(report: dict[str, Any]) -> list[str]:
     lines = [f"{report['corpus']} ({report['protocol']}): {total} utterances"]
     for split, s in splits.items():
         labels = " ".join(f"{k}={v}" for k, v in s["labels"].items())
+        unlabelled = f" ({s['unlabelled']} unlabelled)" if s.get("unlabelled") else ""
         lines.append(
-            f"  {split:<10} {s['utterances']:>6} utterances {s['conversations']:>4} conversations  {labels}"
+            f"  {split:<10} {s['utterances']:>6} utterances {s['conversations']:>4} conversations  {labels}{unlabelled}"
         )
+    unlabelled_turns = (report.get("unlabelled_turns") or {}).get("count")
+    if unlabelled_turns:
+        lines.append(f"  unlabelled turns (context only, not in the labelled counts): {unlabelled_turns}")
     excluded = report.get("excluded_by_protocol")
     if excluded:
         lines.append("  excluded by protocol: " + " ".join(f"{k}={v}" for k, v in excluded.items()))

@@ -83,3 +83,55 @@ def test_malformed_manifest_line_is_named(tmp_path: Path) -> None:
 def test_needs_a_root_or_a_manifest() -> None:
     with pytest.raises(ValueError, match="needs root"):
         IEMOCAPDataModule()
+
+
+def test_unlabelled_turns_are_context_only(tmp_path: Path) -> None:
+    """Off by default; with unlabelled_context they sit in the conversations, never in a loss or a metric."""
+
+    from data_modules.batching import IGNORE_INDEX
+    from tests.fixtures.iemocap_layout import default_dialogues
+
+    dialogues = default_dialogues()
+    turn = next(t for d in dialogues if d.name == "Ses05F_impro04" for t in d.turns if t.code == "neu")
+    turn.labelled = False
+    corpus = write_iemocap(tmp_path / "data", dialogues)
+    default = IEMOCAPDataModule(root=str(corpus))
+    assert turn.name not in {u.utt_id for u in default.split_data("test").rows}
+    assert len(default.split_data("test").rows) == EXPECTED_SPLITS["iemocap4"]["test"] - 1
+    dialogue = [u for u in default.split_data("test").rows if u.dialogue_id == "Ses05F_impro04"]
+    assert [u.utt_index for u in dialogue] == list(range(len(dialogue)))
+
+    dm = IEMOCAPDataModule(root=str(corpus), unlabelled_context=True, batch_size=2, eval_batch_size=2)
+    test = dm.split_data("test")
+    position = next(i for i, u in enumerate(test.rows) if u.utt_id == turn.name)
+    assert test.labels[position] == IGNORE_INDEX
+    dm.use_batch_level("conversation")
+    ids = [u for batch in dm.test_dataloader() for conv in batch["utt_ids"] for u in conv]
+    assert turn.name in ids  # context for Stages II-III
+    dm.use_batch_level("utterance")
+    scored = [u for batch in dm.test_dataloader() for u in batch["utt_ids"]]
+    assert turn.name not in scored and len(scored) == len(test.rows) - 1
+    assert all((batch["labels"] != IGNORE_INDEX).all() for batch in dm.test_dataloader())
+    predicted = [u for batch in dm.predict_dataloader() for u in batch["utt_ids"]]
+    assert sorted(predicted) == sorted(u.utt_id for u in test.rows)
+    assert sorted(predicted) == sorted(ids)
+
+
+def test_prepare_reports_unlabelled_turns_and_the_manifest_keeps_them(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.fixtures.iemocap_layout import default_dialogues
+
+    dialogues = default_dialogues()
+    turn = dialogues[0].turns[0]
+    turn.labelled = False
+    corpus = write_iemocap(tmp_path / "data", dialogues)
+    assert prepare(["iemocap", "--root", str(corpus), "--out", str(tmp_path / "out")]) == 0
+    assert "unlabelled turns (context only, not in the labelled counts): 1" in capsys.readouterr().out
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["unlabelled_turns"]["count"] == 1 and report["unlabelled_turns"]["ids"] == [turn.name]
+    assert report["defects"] == []
+    assert report["splits"]["validation"]["unlabelled"] == 1
+    assert sum(report["splits"]["validation"]["labels"].values()) == EXPECTED_SPLITS["iemocap4"]["validation"] - (turn.code in ("neu", "hap", "exc", "sad", "ang"))
+    rows = {u.utt_id: u for u in read_manifest(tmp_path / "out" / "manifest.jsonl")}
+    assert rows[turn.name].label is None and rows[turn.name].text == turn.text
+    dm = IEMOCAPDataModule(manifest=str(tmp_path / "out" / "manifest.jsonl"))
+    assert turn.name not in {u.utt_id for u in dm.split_data("validation").rows}

@@ -211,11 +211,6 @@ def case_empty_transcript(tmp_path: Path) -> tuple[Path, int | None, int]:
     return transcript_path(corpus, KEPT_DIALOGUE), line_of(transcript_path(corpus, KEPT_DIALOGUE), KEPT), -1
 
 
-def case_transcription_without_label(tmp_path: Path) -> tuple[Path, int | None, int]:
-    corpus = _write(tmp_path, lambda ds: setattr(find_turn(ds, KEPT), "labelled", False))
-    return transcript_path(corpus, KEPT_DIALOGUE), line_of(transcript_path(corpus, KEPT_DIALOGUE), KEPT), -1
-
-
 def case_label_without_transcription(tmp_path: Path) -> tuple[Path, int | None, int]:
     corpus = _write(tmp_path, lambda ds: setattr(find_turn(ds, KEPT), "transcribed", False))
     return emo_path(corpus, KEPT_DIALOGUE), line_of(emo_path(corpus, KEPT_DIALOGUE), KEPT), -1
@@ -246,7 +241,6 @@ CASES = {
     "malformed label line": (case_malformed_label_line, "malformed EmoEvaluation line"),
     "unknown code": (case_unknown_code, "unknown emotion code 'joy'"),
     "empty transcript": (case_empty_transcript, "empty transcript"),
-    "transcription without label": (case_transcription_without_label, "transcription turn without a label"),
     "label without transcription": (
         case_label_without_transcription,
         "labelled turn without a transcription",
@@ -326,3 +320,44 @@ def test_deep_check_decodes_audio(tmp_path: Path) -> None:
     assert str(path.resolve()) in str(info.value)
     skipped = parse_iemocap(tmp_path, deep=True, on_error="skip")
     assert [d.item for d in skipped.defects] == [KEPT]
+
+
+# ---- turns the release transcribes but never labels -------------------------------------------------
+OVERLAP = "Ses02F_impro02_MXX0"  # as the release names overlapped speech
+
+
+def _with_unlabelled_turns(tmp_path: Path) -> Path:
+    """KEPT loses its EmoEvaluation line; an overlapped turn with a time span and no wav is transcribed."""
+    corpus = _write(tmp_path, lambda ds: setattr(find_turn(ds, KEPT), "labelled", False))
+    path = transcript_path(corpus, KEPT_DIALOGUE)
+    path.write_text(path.read_text() + f"{OVERLAP} [001.0000-001.6000]: overlapping words\n")
+    return corpus
+
+
+@pytest.mark.parametrize("on_error", ["fail", "skip"])
+def test_unlabelled_turns_are_kept_as_context_and_counted(tmp_path: Path, on_error: str) -> None:
+    corpus = _with_unlabelled_turns(tmp_path)
+    result = parse_iemocap(tmp_path, on_error=on_error)
+    assert result.defects == []
+    assert result.info["unlabelled_turns"]["count"] == 2
+    assert result.info["unlabelled_turns"]["ids"] == [KEPT, OVERLAP]
+    unlabelled = {u.utt_id: u for u in result.utterances if u.label is None}
+    assert set(unlabelled) == {KEPT, OVERLAP}
+    assert unlabelled[KEPT].audio_ok and unlabelled[KEPT].audio_path == str(wav_path(corpus, KEPT).resolve())
+    assert not unlabelled[OVERLAP].audio_ok  # no wav: context text only, not a defect
+    assert unlabelled[OVERLAP].text == "overlapping words" and unlabelled[OVERLAP].split == "train"
+    labelled = _split_counts(type(result)([u for u in result.utterances if u.label is not None]))
+    assert labelled == {**EXPECTED_SPLITS["iemocap4"], "train": EXPECTED_SPLITS["iemocap4"]["train"] - 1}
+    # in time order within the conversation: the overlap (1.0 s) comes right after the first turn (0.5 s)
+    rows = sorted((u for u in result.utterances if u.dialogue_id == KEPT_DIALOGUE), key=lambda u: u.utt_index)
+    assert [u.utt_index for u in rows] == list(range(len(rows)))
+    assert rows[1].utt_id == OVERLAP and rows[0].start == 0.5
+    # the published-count warning compares labelled turns only
+    assert any(f"{sum(EXPECTED_SPLITS['iemocap4'].values()) - 1} utterances" in w for w in result.info["warnings"])
+
+
+def test_unlabelled_turns_with_text_only(tmp_path: Path) -> None:
+    _with_unlabelled_turns(tmp_path)
+    unlabelled = [u for u in parse_iemocap(tmp_path, text_only=True).utterances if u.label is None]
+    assert {u.utt_id for u in unlabelled} == {KEPT, OVERLAP}
+    assert all(u.audio_path is None and not u.audio_ok for u in unlabelled)

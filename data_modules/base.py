@@ -21,6 +21,7 @@ from data_modules.batching import (
     UtteranceCollator,
 )
 from data_modules.errors import InvalidInput
+from data_modules.folds import conversation_folds
 from data_modules.manifest import (
     SPLITS,
     ManifestError,
@@ -99,6 +100,7 @@ class ERCDataModule(LightningDataModule):
         self.transcripts = transcripts
         self.transcripts_splits = list(transcripts_splits) if transcripts_splits is not None else ["test"]
         self.transcripts_report: TranscriptsReport | None = None
+        self.training_folds: tuple[int, int, int] | None = None  # (held-out fold, K, seed): `meritsl oof`
         self.batch_level: BatchLevel = "utterance"
         self._splits: dict[str, SplitData] | None = None
 
@@ -193,10 +195,39 @@ class ERCDataModule(LightningDataModule):
         assert self._splits is not None
         return [s for s in SPLITS if s in self._splits] + sorted(set(self._splits) - set(SPLITS))
 
+    def set_training_folds(self, held_out: int, num_folds: int, seed: int = 0) -> None:
+        """Train on K-1 of K folds of the training conversations (``meritsl oof``); other splits are unchanged.
+
+        The training split's rows stay whole (so frozen features and their caches are shared with the full
+        model); only its batches leave the held-out fold's conversations out.
+        """
+        if num_folds < 2:
+            raise ValueError(f"out-of-fold training needs K >= 2 folds, got {num_folds}")
+        if not 0 <= held_out < num_folds:
+            raise ValueError(f"held-out fold must be in [0, {num_folds}), got {held_out}")
+        self.training_folds = (held_out, num_folds, seed)
+
+    def held_out_dialogues(self) -> list[str]:
+        """The training conversations the held-out fold holds (empty without ``set_training_folds``)."""
+        if self.training_folds is None:
+            return []
+        held_out, k, seed = self.training_folds
+        folds = conversation_folds([u.dialogue_id for u in self.split_data("train").rows], k, seed)
+        return sorted(d for d, f in folds.items() if f == held_out)
+
+    def _in_fold(self, data: SplitData) -> tuple[list[int], list[int]] | None:
+        """Positions of the rows and conversations a fold model trains on, or None to use them all."""
+        if data.split != "train" or self.training_folds is None:
+            return None
+        held_out = set(self.held_out_dialogues())
+        convs = [i for i, c in enumerate(data.conversations) if data.rows[c[0]].dialogue_id not in held_out]
+        return [r for i in convs for r in data.conversations[i]], convs
+
     def _loader(self, split: str, train: bool, targets_only: bool = True) -> DataLoader:
         data = self.split_data(split)
         utt_ids = [u.utt_id for u in data.rows]
         positions = None
+        in_fold = self._in_fold(data)
         if self.batch_level == "utterance":
             n = len(data.rows)
             if targets_only:  # unlabelled rows (context only) have nothing to learn or score one by one
@@ -204,11 +235,17 @@ class ERCDataModule(LightningDataModule):
                 if not bool(has_target.all()):
                     positions = has_target.nonzero().flatten().tolist()
                     n = len(positions)
+            if in_fold is not None:
+                rows = set(in_fold[0])
+                positions = [i for i in (positions if positions is not None else range(n)) if i in rows]
+                n = len(positions)
             lengths = [len(data.rows[i].text) for i in (positions if positions is not None else range(n))]
             collate: Any = UtteranceCollator(split, [u.text for u in data.rows], utt_ids, data.labels, data.scores)
         else:
             n = len(data.conversations)
-            lengths = [len(c) for c in data.conversations]
+            if in_fold is not None:
+                positions, n = in_fold[1], len(in_fold[1])
+            lengths = [len(data.conversations[i]) for i in (positions if positions is not None else range(n))]
             collate = ConversationCollator(split, data.conversations, utt_ids, data.labels, data.scores)
         batch_size = self.batch_size if train else self.eval_batch_size
         dataset = IndexDataset(n, positions)

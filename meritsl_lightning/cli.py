@@ -24,6 +24,7 @@ PIPELINE_COMMANDS = {
     "tabulate": ("meritsl_lightning.commands.tabulate:main", "test metrics of runs as a table (mean, std, best over versions)"),
     "demo-pretrain": ("meritsl_lightning.commands.demo_pretrain:main", "the pre-training chain: transcribe, pseudo-label, pre-train, Stage I text"),
     "transcribe": ("meritsl_lightning.pseudo_labels.transcribe:main", "speech (manifest or audio folder) -> transcripts.jsonl with faster-whisper; resumable, shardable"),
+    "oof": ("meritsl_lightning.commands.oof:main", "K Stage I models on K-1 folds of the training conversations -> oof.json (out-of-fold Stage II inputs)"),
     "pseudo-label": ("meritsl_lightning.pseudo_labels.pseudo_label:main", "label transcripts positive/negative/neutral with an LLM -> silver.jsonl + report"),
 }
 

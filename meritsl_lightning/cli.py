@@ -26,6 +26,8 @@ PIPELINE_COMMANDS = {
     "transcribe": ("meritsl_lightning.pseudo_labels.transcribe:main", "speech (manifest or audio folder) -> transcripts.jsonl with faster-whisper; resumable, shardable"),
     "oof": ("meritsl_lightning.commands.oof:main", "K Stage I models on K-1 folds of the training conversations -> oof.json (out-of-fold Stage II inputs)"),
     "pseudo-label": ("meritsl_lightning.pseudo_labels.pseudo_label:main", "label transcripts positive/negative/neutral with an LLM -> silver.jsonl + report"),
+    "export": ("meritsl_lightning.commands.export:main", "a trained Stage III (or Stage II) chain as one verified bundle folder"),
+    "analyze": ("meritsl_lightning.commands.analyze:main", "per-turn emotions of new conversations (turn files, a long recording, a manifest; --stream)"),
 }
 
 

@@ -4,7 +4,8 @@ Generates the corpus, builds a tiny RoBERTa whose tokenizer is trained on the tr
 and tests the five stage models in order (each stage frozen for the next), then pre-trains a tiny CARE on a
 generated MSP-Podcast corpus and runs the speech stages and the fusion again on its features
 (``stage1_audio_care``, ``stage2_audio_care``, ``stage3_care``). Prints the test table and writes
-``<out>/summary.json``.
+``<out>/summary.json``; then exports the Stage III bundle (``<out>/bundle``) and runs ``meritsl analyze`` on
+one generated test conversation's audio (``<out>/analyze/output``: the per-turn table and timeline.png).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import string
 import sys
 import time
@@ -57,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--configs", default=str(DEFAULT_CONFIGS), help="folder with the <corpus>_<stage>.yaml demo configs")
     p.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES, help="stages to run (in order)")
     p.add_argument("--strict", action="store_true", help=f"exit 1 unless every claim holds by >= {MARGIN}")
+    p.add_argument("--no-analyze", action="store_true", help="skip the closing export + `meritsl analyze` of one test conversation")
     p.add_argument("overrides", nargs="*", help="extra CLI overrides for every stage, e.g. --trainer.accelerator=cuda")
     return p
 
@@ -102,7 +105,40 @@ def main(argv: list[str] | None = None) -> int:
         if care in summary and plain in summary and "test" in summary[care] and "test" in summary[plain]:
             diff = summary[care]["test"]["weighted_f1"] - summary[plain]["test"]["weighted_f1"]
             print(f"[demo] {care} - {plain} = {diff:+.3f} (information: tiny CARE vs the filterbank encoder)")
+    if "stage3" in args.stages and not args.no_analyze:
+        analyze_one_conversation(args.corpus, corpus, out, checkpoints["stage3"])
     return 1 if args.strict and failed else 0
+
+
+def analyze_one_conversation(corpus: str, root: Path, out: Path, stage3: str) -> None:
+    """Export the Stage III bundle and run ``meritsl analyze`` on the audio of the first test conversation
+    (its turn files linked in conversation order, with the corpus transcripts), as a user would."""
+    from meritsl_lightning.commands import analyze, export
+    from meritsl_lightning.commands.prepare import CORPORA
+
+    bundle = out / "bundle"
+    if export.main(["--stage3", stage3, "--out", str(bundle), "--force"]) != 0:
+        raise RuntimeError(f"[demo] exporting {stage3} failed")
+    rows = [u for u in CORPORA[corpus].parse(root, protocol=CORPORA[corpus].default_protocol).utterances if u.split == "test"]
+    dialogue = min(u.dialogue_id for u in rows)
+    turns = sorted((u for u in rows if u.dialogue_id == dialogue), key=lambda u: u.utt_index)
+    folder = out / "analyze" / "input" / dialogue
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    lines = []
+    for k, u in enumerate(turns):
+        name = f"{k:03d}_{u.utt_id}{Path(u.audio_path).suffix}"
+        (folder / name).symlink_to(Path(u.audio_path).resolve())
+        lines.append(json.dumps({"file": name, "text": u.text}))
+    (folder / "transcripts.jsonl").write_text("\n".join(lines) + "\n")
+    result = out / "analyze" / "output"
+    print(f"\n[demo] meritsl analyze {folder} --bundle {bundle} --out {result}", flush=True)
+    if analyze.main([str(folder), "--bundle", str(bundle), "--out", str(result), "--device", "cpu"]) != 0:
+        raise RuntimeError(f"[demo] analysing {folder} failed")
+    predicted = [json.loads(line)["label"] for line in (result / "turns.jsonl").read_text().splitlines()]
+    agree = sum(p == u.label for p, u in zip(predicted, turns, strict=True))
+    print(f"[demo] {agree} of {len(turns)} turns agree with the corpus labels; timeline: {result / 'timeline.png'}")
 
 
 def prepare_inputs(corpus: str, out: Path, seed: int, size: int | None, care: bool = True) -> Path:

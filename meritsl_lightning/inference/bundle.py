@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from meritsl_lightning.checkpoints import TEXT_PRETRAIN_STAGE, StageCheckpoint, read_stage_checkpoint
+from meritsl_lightning.encoders.provenance import recipe
 
 BUNDLE_FILE = "bundle.json"
 FORMAT_NAME = "meritsl-bundle"
@@ -207,6 +208,7 @@ def export_bundle(checkpoint: str, out: str | os.PathLike, force: bool = False, 
         "sources": {m.role: str(m.path) for m in members},
         "text_encoder": text_encoder,
         "speech_encoder": speech_encoder,
+        "trained_with": top.meta.encoders,  # the encoder records the training runs kept (sha256, pre-training)
         "test_metrics": metrics,
     }
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
@@ -259,12 +261,14 @@ def _data_of(config: Path) -> str:
 def model_card(meta: dict[str, Any], members: list[ChainMember], folder: Path) -> str:
     """The bundle's README.md: what the model is, how to run it, and the test metrics its runs recorded."""
     labels = ", ".join(meta["label_names"])
+    text_recipe = recipe({"text": {}, **(meta["trained_with"] or {})}) if "text" in meta["modalities"] else None
     modalities = " + ".join("speech" if m == "audio" else m for m in meta["modalities"])
     lines = [
         f"# MERITS-L model bundle: {meta['top']} ({modalities})",
         "",
         f"Exported {meta['created']} by meritsl-lightning {meta['meritsl_lightning']} from `{meta['sources'][meta['top']]}`.",
         f"Labels ({meta['task']}): {labels}.",
+        *([f"Text recipe: {text_recipe}."] if text_recipe else []),
         "",
         "## Use",
         "",

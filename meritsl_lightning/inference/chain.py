@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +40,15 @@ def _load(bundle: Bundle, role: str, device: torch.device) -> BaseStageModule:
         overrides["speech_encoder"] = bundle.speech_encoder_spec()
     module_name, _, cls_name = meta.class_path.rpartition(".")
     cls = getattr(importlib.import_module(module_name), cls_name)
-    model = cls.load_from_checkpoint(str(path), map_location="cpu", **overrides)
+    # building Stage I text from the bundle's base-model folder would warn that it lacks LLM pre-training;
+    # the trained weights come from the checkpoint, and bundle.json records which encoder the run used
+    quiet = logging.getLogger("meritsl_lightning.models.utterance")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        model = cls.load_from_checkpoint(str(path), map_location="cpu", **overrides)
+    finally:
+        quiet.setLevel(level)
     return model.eval().requires_grad_(False).to(device)
 
 

@@ -1,5 +1,6 @@
 """``timeline.png``: each conversation's turns on a time axis, coloured by predicted emotion, the predicted
-label's probability as bar height. Turns left out of the analysis are drawn as grey ticks."""
+label's probability as bar height, the turn number above. Turns left out of the analysis are drawn as grey
+hatched stubs."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ def plot_timeline(records: list[dict[str, Any]], label_names: list[str], out: st
         by_conversation[r["conversation"]].append(r)
     names = list(by_conversation)[:MAX_CONVERSATIONS]
     colours = {name: plt.get_cmap("tab10")(i % 10) for i, name in enumerate(label_names)}
-    fig, axes = plt.subplots(len(names), 1, figsize=(10, 0.4 + 1.7 * len(names)), squeeze=False)
+    row_height = 2.0
+    fig, axes = plt.subplots(len(names), 1, figsize=(10, 0.5 + row_height * len(names)), squeeze=False)
     for ax, name in zip(axes[:, 0], names, strict=True):
         turns = by_conversation[name]
         timed = all(r["start"] is not None and r["end"] is not None for r in turns)
@@ -35,7 +37,8 @@ def plot_timeline(records: list[dict[str, Any]], label_names: list[str], out: st
                 continue
             height = r["probs"][r["label"]] if r.get("probs") else min(1.0, abs(r.get("score", 0.0)) / 3)
             ax.bar(left, height, width=width, align="edge", color=colours[r["label"]], edgecolor="white", linewidth=0.5)
-        ax.set_ylim(0, 1.05)
+            ax.text(left + width / 2, height + 0.02, str(r["turn"]), ha="center", va="bottom", fontsize=7, color="0.3")
+        ax.set_ylim(0, 1.15)
         ax.set_ylabel("p(label)")
         ax.set_title(name, loc="left", fontsize=10)
         ax.set_xlabel("time (s)" if timed else "turn")
@@ -44,7 +47,7 @@ def plot_timeline(records: list[dict[str, Any]], label_names: list[str], out: st
     if any(r["label"] is None for n in names for r in by_conversation[n]):
         handles.append(Patch(facecolor="0.75", hatch="//", edgecolor="0.5", label="left out"))
     fig.legend(handles=handles, loc="upper right", ncol=len(handles), frameon=False, fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (0.4 + 1.7 * len(names))))
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / (0.5 + row_height * len(names))))
     fig.savefig(Path(out), dpi=80)
     plt.close(fig)
     return len(names)

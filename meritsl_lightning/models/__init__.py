@@ -4,6 +4,7 @@ from meritsl_lightning.models.base import BaseStageModule
 from meritsl_lightning.models.care import CAREPretrainModule
 from meritsl_lightning.models.context import ContextModule
 from meritsl_lightning.models.fusion import FusionModule
+from meritsl_lightning.models.joint import JointContextFusionModule, JointTextFinetuneModule
 from meritsl_lightning.models.text_pretrain import TextPretrainModule
 from meritsl_lightning.models.utterance import SpeechUtteranceModule, TextUtteranceModule
 
@@ -12,6 +13,8 @@ __all__ = [
     "CAREPretrainModule",
     "ContextModule",
     "FusionModule",
+    "JointContextFusionModule",
+    "JointTextFinetuneModule",
     "SpeechUtteranceModule",
     "TextPretrainModule", "TextUtteranceModule",
 ]

@@ -31,6 +31,18 @@ from meritsl_lightning.nn.heads import SpeechUtteranceHead
 log = logging.getLogger(__name__)
 
 
+def build_text_encoder(source: str, pooling: TextPooling, max_length: int) -> tuple[TextEncoder, dict[str, Any]]:
+    """A text encoder from a Hugging Face id or folder or a text pre-training ``.ckpt``, and its run record."""
+    if text_encoder_kind(source) == "checkpoint":
+        encoder = pretrained_text_encoder(source, pooling, max_length)
+    else:
+        try:
+            encoder = TextEncoder(source, pooling, max_length)
+        except OSError as e:
+            raise TextEncoderError(f"text encoder {source!r}: not loadable as a Hugging Face model ({e})") from e
+    return encoder, text_encoder_record(source, base=encoder.transformer.name_or_path)
+
+
 class TextUtteranceModule(BaseStageModule):
     """Stage I text: transformer + pooling + dropout + linear classifier, fine-tuned end to end.
 
@@ -61,14 +73,7 @@ class TextUtteranceModule(BaseStageModule):
 
     def configure_models(self) -> None:
         source = str(self.hparams.model_name_or_path)
-        if text_encoder_kind(source) == "checkpoint":
-            self.encoder = pretrained_text_encoder(source, self.hparams.pooling, self.hparams.max_length)
-        else:
-            try:
-                self.encoder = TextEncoder(source, self.hparams.pooling, self.hparams.max_length)
-            except OSError as e:
-                raise TextEncoderError(f"text encoder {source!r}: not loadable as a Hugging Face model ({e})") from e
-        self._encoder_record = text_encoder_record(source, base=self.encoder.transformer.name_or_path)
+        self.encoder, self._encoder_record = build_text_encoder(source, self.hparams.pooling, self.hparams.max_length)
         if self.stage == "stage1" and not self._encoder_record["llm_pretrained"]:
             log.warning(
                 "Stage I text starts from %s, %s (the paper's ablation); for the MERITS-L recipe set "

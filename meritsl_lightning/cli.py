@@ -25,6 +25,7 @@ PIPELINE_COMMANDS = {
     "demo-pretrain": ("meritsl_lightning.commands.demo_pretrain:main", "the pre-training chain: transcribe, pseudo-label, pre-train, Stage I text"),
     "transcribe": ("meritsl_lightning.pseudo_labels.transcribe:main", "speech (manifest or audio folder) -> transcripts.jsonl with faster-whisper; resumable, shardable"),
     "oof": ("meritsl_lightning.commands.oof:main", "K Stage I models on K-1 folds of the training conversations -> oof.json (out-of-fold Stage II inputs)"),
+    "sweep": ("meritsl_lightning.commands.sweep:main", "run a W&B sweep file here, without the W&B service: propose runs, run `meritsl fit`, rank them"),
     "pseudo-label": ("meritsl_lightning.pseudo_labels.pseudo_label:main", "label transcripts positive/negative/neutral with an LLM -> silver.jsonl + report"),
     "export": ("meritsl_lightning.commands.export:main", "a trained Stage III (or Stage II) chain as one verified bundle folder"),
     "analyze": ("meritsl_lightning.commands.analyze:main", "per-turn emotions of new conversations (turn files, a long recording, a manifest; --stream)"),

@@ -17,6 +17,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from meritsl_lightning.callbacks import JsonlPredictionWriter
 from meritsl_lightning.encoders.provenance import run_record
+from meritsl_lightning.loggers import WandbLogging, finish_wandb
 
 
 class MeritslCLI(LightningCLI):
@@ -55,12 +56,22 @@ class MeritslCLI(LightningCLI):
             }
         )
         parser.add_lightning_class_args(JsonlPredictionWriter, "predictions")
+        # W&B beside the configured logger (experiments/logging/wandb.yaml sets wandb.enabled)
+        parser.add_lightning_class_args(WandbLogging, "wandb")
         parser.add_argument(
             "--test_after_fit",
             type=bool,
             default=True,
             help="fit only: test the best-validation checkpoint once training ends",
         )
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        except BaseException:
+            finish_wandb(self.trainer, exit_code=1)
+            raise
+        finish_wandb(self.trainer)  # one W&B run per command; fit's test belongs to it
 
     def after_fit(self) -> None:
         best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""

@@ -117,7 +117,9 @@ def collect_items(input_path: str | os.PathLike) -> list[AudioItem]:
     elif path.is_file() and path.suffix.lower() in AUDIO_EXTENSIONS:
         items = [AudioItem(path.stem, str(path.resolve()))]
     elif path.is_file():
-        items = [AudioItem(u.utt_id, u.audio_path, u.start, u.end) for u in read_manifest(path)]
+        # a manifest row's audio_path is the utterance's own file; start/end are its times in the conversation
+        # (IEMOCAP turns at 9.4-12.7 s of their dialogue live in their own wav starting at 0), not offsets
+        items = [AudioItem(u.utt_id, u.audio_path) for u in read_manifest(path)]
         seen: set[str] = set()
         for item in items:
             if item.id in seen:

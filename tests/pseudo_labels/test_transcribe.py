@@ -343,3 +343,13 @@ def test_real_whisper_tiny_en_transcribes_words(tmp_path: Path) -> None:
             expected = set(sentences[row["id"]].split())
             said = set(row["text"].lower().strip(".").split())
             assert len(expected & said) >= 0.7 * len(expected), row
+
+
+def test_manifest_times_are_conversation_times_not_file_offsets(tmp_path: Path) -> None:
+    """An IEMOCAP turn at 9.4-12.7 s of its dialogue lives in its own wav from 0 s: the whole file is read."""
+    from meritsl_lightning.pseudo_labels.transcribe import collect_items
+
+    row = Utterance("iemocap", "test", "d0", 0, "Ses05F_impro01_F000", "hi", None, start=9.356, end=12.747, audio_path="a.wav")
+    write_manifest([row], tmp_path / "manifest.jsonl")
+    (item,) = collect_items(tmp_path / "manifest.jsonl")
+    assert (item.start, item.end) == (None, None)

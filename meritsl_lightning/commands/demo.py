@@ -4,8 +4,9 @@ Generates the corpus, builds a tiny RoBERTa whose tokenizer is trained on the tr
 and tests the five stage models in order (each stage frozen for the next), then pre-trains a tiny CARE on a
 generated MSP-Podcast corpus and runs the speech stages and the fusion again on its features
 (``stage1_audio_care``, ``stage2_audio_care``, ``stage3_care``). Prints the test table and writes
-``<out>/summary.json``; then exports the Stage III bundle (``<out>/bundle``) and runs ``meritsl analyze`` on
-one generated test conversation's audio (``<out>/analyze/output``: the per-turn table and timeline.png).
+``<out>/summary.json``; then exports the summary's Stage III bundle (``<out>/bundle``) and runs
+``meritsl analyze`` on one generated test conversation's audio (``<out>/analyze/output``: the per-turn table
+and timeline.png; ``--no-analyze`` skips this).
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         if care in summary and plain in summary and "test" in summary[care] and "test" in summary[plain]:
             diff = summary[care]["test"]["weighted_f1"] - summary[plain]["test"]["weighted_f1"]
             print(f"[demo] {care} - {plain} = {diff:+.3f} (information: tiny CARE vs the filterbank encoder)")
-    if "stage3" in args.stages and not args.no_analyze:
+    if checkpoints.get("stage3") and not args.no_analyze:
         analyze_one_conversation(args.corpus, corpus, out, checkpoints["stage3"])
     return 1 if args.strict and failed else 0
 

@@ -111,6 +111,8 @@ class Analyzer:
                     result.end = len(wave) / ASR_SAMPLE_RATE  # a duration; the conversation places it in time
             elif turn.audio_path and (result.start is None or result.end is None):
                 result.end = audio_duration(turn.audio_path) or None
+            if turn.text is not None:
+                result.transcript, result.transcript_source = turn.text, "given"
             if self.uses_text:
                 result.transcript, result.transcript_source = self._text(turn, wave)
                 t0 = time.perf_counter()

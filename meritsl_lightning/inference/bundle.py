@@ -79,7 +79,10 @@ def trace_chain(checkpoint: str, argument: str = "--stage3") -> list[ChainMember
                 raise BundleError(f"{member.path} records no {arg}; it cannot be exported with its upstream models")
             children.append(_member(member.hparams[arg], f"{member.path} {arg}", (stage,), modality or member.meta.modality))
         recorded = member.meta.upstream_identity
-        if children and recorded is not None and recorded != "|".join(c.meta.identity for c in children):
+        identities = [c.meta.identity for c in children]
+        if member.meta.stage == "stage2":
+            identities += oof_identities(member, children[0].meta)
+        if children and recorded is not None and recorded != "|".join(identities):
             raise BundleError(
                 f"the earlier-stage checkpoint(s) {', '.join(str(c.path) for c in children)} changed since "
                 f"{member.path} was trained on them; restore the original files or retrain"
@@ -87,6 +90,22 @@ def trace_chain(checkpoint: str, argument: str = "--stage3") -> list[ChainMember
         members += children
         queue += children
     return sorted(members, key=lambda m: ROLE_ORDER.index(m.role))
+
+
+def oof_identities(member: ChainMember, stage1: StageCheckpoint) -> list[str]:
+    """The fold checkpoints of a Stage II trained on out-of-fold Stage I embeddings (``stage1_oof``): part of
+    the identity it records, so they are checked at export. Analysis uses the full Stage I model for every
+    turn (as validation and test did), so they are not copied into the bundle."""
+    oof = member.hparams.get("stage1_oof")
+    if not oof:
+        return []
+    from meritsl_lightning.models.oof import read_oof
+
+    try:
+        folds = read_oof(str(oof), stage1, member.meta.label_names, member.hparams.get("task"))
+    except FileNotFoundError as e:
+        raise BundleError(f"{member.path} was trained with out-of-fold Stage I models; to check it, {e}") from e
+    return [c.identity for c in folds.checkpoints]
 
 
 def sha256_file(path: Path) -> str:
@@ -208,6 +227,8 @@ def export_bundle(checkpoint: str, out: str | os.PathLike, force: bool = False, 
         "sources": {m.role: str(m.path) for m in members},
         "text_encoder": text_encoder,
         "speech_encoder": speech_encoder,
+        # Stage II models trained on out-of-fold Stage I embeddings: the oof.json they read (not needed to run)
+        "stage1_oof": {m.role: str(m.hparams["stage1_oof"]) for m in members if m.hparams.get("stage1_oof")},
         "trained_with": top.meta.encoders,  # the encoder records the training runs kept (sha256, pre-training)
         "test_metrics": metrics,
     }
@@ -286,6 +307,9 @@ def model_card(meta: dict[str, Any], members: list[ChainMember], folder: Path) -
         config = folder / "configs" / f"{m.role}.yaml"
         data = _data_of(config) if config.is_file() else "-"
         lines.append(f"| {m.role} | `{m.meta.class_path.rpartition('.')[2]}` | {data} | `{meta['checkpoints'][m.role]}` |")
+    for role, oof in meta["stage1_oof"].items():
+        lines += ["", f"{role} trained on out-of-fold Stage I embeddings (`{oof}`); analysis, like validation and test, "
+                  "uses the full Stage I model for every turn, so the fold models are not in the bundle."]
     lines += ["", "## Test metrics (as each training run recorded them, test split, best-validation checkpoint)", ""]
     metrics = meta["test_metrics"]
     if metrics:

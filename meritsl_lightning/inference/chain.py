@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import io
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,11 +24,27 @@ from meritsl_lightning.models.base import BaseStageModule
 MODALITIES = ("text", "audio")
 
 
+def _without_oof(path: Path, overrides: dict[str, Any]) -> str | io.BytesIO:
+    """A Stage II trained on out-of-fold Stage I embeddings (``stage1_oof``) needs only the full Stage I model
+    at analysis; the fold models are not in the bundle. Its recorded upstream identity covers them, so it is
+    set aside here: ``meritsl export`` checked it, and every bundle file's sha256 was checked on opening."""
+    blob = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    if not (blob.get("hyper_parameters") or {}).get("stage1_oof"):
+        return str(path)
+    overrides["stage1_oof"] = None
+    blob["meritsl"] = {**blob["meritsl"], "upstream_identity": None}
+    buffer = io.BytesIO()
+    torch.save(blob, buffer)
+    buffer.seek(0)
+    return buffer
+
+
 def _load(bundle: Bundle, role: str, device: torch.device) -> BaseStageModule:
     """One checkpoint of the bundle, with the upstream and encoder paths it records remapped into the bundle."""
     path = bundle.checkpoint(role)
     meta = read_stage_checkpoint(str(path), role=f"bundle {role}", stages=(role.partition("_")[0],))
     overrides: dict[str, Any] = {"cache_dir": None}  # nothing is cached at analysis time
+    source: str | io.BytesIO = str(path)
     if role == "stage3":
         overrides.update(
             stage2_text_checkpoint=str(bundle.checkpoint("stage2_text")),
@@ -34,6 +52,7 @@ def _load(bundle: Bundle, role: str, device: torch.device) -> BaseStageModule:
         )
     elif role.startswith("stage2"):
         overrides["stage1_checkpoint"] = str(bundle.checkpoint(f"stage1_{meta.modality}"))
+        source = _without_oof(path, overrides)
     elif role == "stage1_text":
         overrides["model_name_or_path"] = bundle.text_encoder_source()
     elif role == "stage1_audio":
@@ -46,10 +65,13 @@ def _load(bundle: Bundle, role: str, device: torch.device) -> BaseStageModule:
     level = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
-        model = cls.load_from_checkpoint(str(path), map_location="cpu", **overrides)
+        model = cls.load_from_checkpoint(source, map_location="cpu", **overrides)
     finally:
         quiet.setLevel(level)
-    return model.eval().requires_grad_(False).to(device)
+    model = model.eval().requires_grad_(False).to(device)
+    if role == "stage1_audio":
+        model.speech_encoder.to(device)  # frozen, held outside the module's state: .to() does not reach it
+    return model
 
 
 @dataclass

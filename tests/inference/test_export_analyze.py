@@ -263,6 +263,28 @@ def test_text_only_bundle_uses_transcripts_without_audio(chain: StageChain, text
     assert "not found" in rows[0]["note"] and "stage2_audio" not in rows[0]
 
 
+def test_stage2_trained_out_of_fold_exports_and_analyses(chain: StageChain, manifest: Path, tmp_path: Path) -> None:
+    """A Stage II on out-of-fold Stage I embeddings: the fold models are checked at export, not bundled, and
+    analysis (full Stage I model for every turn, as in validation and test) equals ``meritsl predict``."""
+    from meritsl_lightning.commands.oof import main as oof_main
+
+    oof = tmp_path / "oof" / "text.json"
+    args = ["--folds", "2", "--seed", "0", "--out", str(oof), "--full", chain.checkpoints["stage1_text"], "--name", "analyze_oof"]
+    assert oof_main([*args, *chain.common_args("ignored"), *chain.model_args("stage1_text")]) == 0
+    stage2 = chain.fit("stage2_text", f"--model.init_args.stage1_oof={oof}", name="analyze_stage2_oof")
+    ckpt = stage2.trainer.checkpoint_callback.best_model_path
+    out = tmp_path / "predict.jsonl"
+    MeritslCLI(args=["predict", *chain.common_args("analyze_oof_predict"), *chain.model_args("stage2_text"),
+                     f"--model.init_args.stage1_oof={oof}", f"--ckpt_path={ckpt}", f"--predictions.output={out}"])  # fmt: skip
+    expected = {row["utt_id"]: row["label"] for row in map(json.loads, out.read_text().splitlines())}
+    assert export.main(["--stage2", ckpt, "--out", str(tmp_path / "bundle")]) == 0
+    assert "out-of-fold" in (tmp_path / "bundle" / "README.md").read_text()
+    shutil.rmtree(tmp_path / "oof")  # the fold models and oof.json are not needed any more
+    assert run_analyze(manifest, "--bundle", tmp_path / "bundle", "--out", tmp_path / "out") == 0
+    got = {r["id"]: r["label"] for r in records(tmp_path / "out")}
+    assert {u: got[u] for u in expected} == expected
+
+
 def test_stereo_44k_turn_is_resampled_and_downmixed(bundle: Path, manifest: Path, tmp_path: Path) -> None:
     folder = tmp_path / "conv"
     conversation_folder(manifest, "Ses05F_impro04", folder)
@@ -350,3 +372,31 @@ def test_long_recording_through_analyze_with_tiny_whisper(bundle: Path, recordin
         assert abs(row["start"] - start) < 0.5 and abs(row["end"] - end) < 0.5
         # the tiny random Whisper may hear no words; then the turn is reported, never silently dropped
         assert (row["label"] is not None and row["transcript_source"] == "asr") or "no words" in row["error"]
+
+
+@pytest.mark.slow
+def test_two_hour_recording_in_bounded_memory(recording, tmp_path: Path) -> None:
+    """Two hours of the generated turns, written block by block: the segmenter finds every turn while holding
+    at most one window of audio (numpy allocations traced; the whole file as float32 would be 460 MB)."""
+    import tracemalloc
+
+    import torchaudio.functional as AF
+
+    path, spans = recording
+    stereo, native = sf.read(path, dtype="float32")
+    rate = 16000
+    cycle = AF.resample(torch.from_numpy(stereo.mean(axis=1)), native, rate).numpy()
+    repeats = int(2 * 3600 * rate // len(cycle)) + 1
+    long_path = tmp_path / "two_hours.flac"
+    with sf.SoundFile(long_path, "w", samplerate=rate, channels=1) as f:
+        for _ in range(repeats):
+            f.write(cycle)
+    segmenter = RecordingSegmenter(window_seconds=120.0, block_seconds=5.0)
+    tracemalloc.start()
+    count = sum(1 for _ in segmenter.segments(long_path))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert repeats * len(cycle) / rate >= 7200
+    assert count == repeats * len(spans)
+    assert segmenter.max_buffered_seconds <= 125.0
+    assert peak < 300e6

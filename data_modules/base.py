@@ -18,6 +18,7 @@ from data_modules.batching import (
     BucketBatchSampler,
     ConversationCollator,
     IndexDataset,
+    ResumableDataLoader,
     UtteranceCollator,
 )
 from data_modules.errors import InvalidInput
@@ -253,7 +254,7 @@ class ERCDataModule(LightningDataModule):
         batch_sampler = BucketBatchSampler(
             sampler, batch_size, drop_last=False, lengths=lengths, bucket_multiplier=self.bucket_multiplier, shuffle=train
         )
-        return DataLoader(
+        return ResumableDataLoader(
             dataset,
             batch_sampler=batch_sampler,
             collate_fn=collate,

@@ -14,7 +14,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from data_modules.audio import AudioError, audio_duration, load_audio, num_frames, pad_waves
-from data_modules.batching import BucketBatchSampler
+from data_modules.batching import BucketBatchSampler, ResumableDataLoader
 from data_modules.errors import InputNotFound, InvalidInput
 from data_modules.manifest import DefectLog, read_manifest
 
@@ -192,9 +192,9 @@ class CAREPretrainDataModule(LightningDataModule):
         sampler = RandomSampler(dataset) if train else SequentialSampler(dataset)
         batches = BucketBatchSampler(
             sampler, self.batch_size if train else self.eval_batch_size, drop_last=False, lengths=lengths,
-            bucket_multiplier=self.bucket_multiplier, shuffle=train,
+            bucket_multiplier=self.bucket_multiplier, shuffle=train, item_seeds=train,
         )  # fmt: skip
-        return DataLoader(
+        return ResumableDataLoader(
             dataset, batch_sampler=batches, collate_fn=collate_crops, num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available(),
         )  # fmt: skip
@@ -230,7 +230,9 @@ class CropDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def __getitem__(self, item: int | tuple[int, int]) -> dict[str, Any]:
+        # training items carry their own crop seed (see BucketBatchSampler.item_seeds): resumable, worker-independent
+        i, seed = item if isinstance(item, tuple) else (item, None)
         row = self.rows[i]
         try:
             wave = load_audio(row.audio_path, sample_rate=self.sample_rate)
@@ -238,7 +240,10 @@ class CropDataset(Dataset):
             raise AudioError(f"CARE pre-training item {row.id} ({row.audio_path}): {e}") from e
         first, last = int(self.targets.offsets[i]), int(self.targets.offsets[i + 1])
         spare_frames = max(0, (wave.numel() - self.crop_samples) // self.hop)
-        start = int(torch.randint(0, spare_frames + 1, ()).item()) if self.train and spare_frames else 0
+        start = 0
+        if self.train and spare_frames:
+            generator = torch.Generator().manual_seed(seed) if seed is not None else None
+            start = int(torch.randint(0, spare_frames + 1, (), generator=generator).item())
         wave = wave[start * self.hop : start * self.hop + self.crop_samples]
         frames = num_frames(self.crop_samples, self.hop)
         acoustic = self.targets.descriptors[first + start : min(last, first + start + frames)]

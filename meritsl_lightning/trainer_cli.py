@@ -12,12 +12,19 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import LightningDataModule, LightningModule
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger
 
 from meritsl_lightning.callbacks import JsonlPredictionWriter
 from meritsl_lightning.encoders.provenance import run_record
 from meritsl_lightning.loggers import WandbLogging, finish_wandb
+from meritsl_lightning.resume import (
+    AtomicModelCheckpoint,
+    ResumeCheckpoint,
+    checkpoint_step,
+    keep_metrics_before,
+    resume_point,
+)
 
 
 class MeritslCLI(LightningCLI):
@@ -30,6 +37,7 @@ class MeritslCLI(LightningCLI):
     def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs: Any) -> None:
         parser_kwargs = {"parser_mode": "omegaconf", **{c: {"parser_mode": "omegaconf"} for c in self.subcommands()}}
         self.test_results: list[dict[str, float]] | None = None
+        self._resume_step: int | None = None
         super().__init__(
             LightningModule,
             LightningDataModule,
@@ -46,7 +54,7 @@ class MeritslCLI(LightningCLI):
         # the data module publishes the label set; no label list is typed twice
         parser.link_arguments("data.label_names", "model.init_args.label_names", apply_on="instantiate")
         parser.link_arguments("data.task", "model.init_args.task", apply_on="instantiate")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(AtomicModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/weighted_f1",
@@ -58,6 +66,14 @@ class MeritslCLI(LightningCLI):
         parser.add_lightning_class_args(JsonlPredictionWriter, "predictions")
         # W&B beside the configured logger (experiments/logging/wandb.yaml sets wandb.enabled)
         parser.add_lightning_class_args(WandbLogging, "wandb")
+        parser.add_lightning_class_args(ResumeCheckpoint, "resume_checkpoint")
+        parser.add_argument(
+            "--resume",
+            type=bool,
+            default=False,
+            help="fit only: continue the newest run of <save_dir>/<name> (or the logger's version) from its newest "
+            "checkpoint; the same as --ckpt_path=last",
+        )
         parser.add_argument(
             "--test_after_fit",
             type=bool,
@@ -72,6 +88,49 @@ class MeritslCLI(LightningCLI):
             finish_wandb(self.trainer, exit_code=1)
             raise
         finish_wandb(self.trainer)  # one W&B run per command; fit's test belongs to it
+
+    def before_instantiate_classes(self) -> None:
+        if self.subcommand == "fit":
+            self._prepare_resume(self.config["fit"])
+
+    def _prepare_resume(self, cfg: Any) -> None:
+        """``--resume`` / ``--ckpt_path=last``: write into the run folder being resumed, from its newest checkpoint."""
+        explicit = cfg.get("ckpt_path")
+        resume = bool(cfg.get("resume")) or explicit == "last"
+        if not resume:
+            return  # none, or an explicit checkpoint: Lightning's own resume, into a new run folder
+        logger = _logger_args(cfg.get("trainer", {}).get("logger"))
+        if logger is None:
+            raise ValueError(
+                "--resume needs trainer.logger with a save_dir and name (e.g. lightning.pytorch.loggers.CSVLogger): "
+                "they name the run folder to continue"
+            )
+        point = resume_point(logger.save_dir, logger.get("name"), logger.get("version"))
+        if point.finished:
+            print(f"--resume: {point.run_dir} finished its fit already; nothing to resume (run without --resume for a new run)")
+            raise SystemExit(0)
+        logger.version = point.version
+        cfg.ckpt_path = str(point.checkpoint) if point.checkpoint else None
+        if point.checkpoint is None:
+            print(f"--resume: no checkpoint in {point.run_dir} yet; training it from the start")
+            self.save_config_kwargs = {**self.save_config_kwargs, "overwrite": True}
+            return
+        self._resumed(cfg, point.checkpoint)
+
+    def _resumed(self, cfg: Any, checkpoint: Path) -> None:
+        self._resume_step = checkpoint_step(checkpoint)
+        self.save_config_kwargs = {**self.save_config_kwargs, "overwrite": True}  # the resumed run's own config.yaml
+        print(f"--resume: continuing {checkpoint.parent.parent} from {checkpoint.name} (global step {self._resume_step})")
+
+    def before_fit(self) -> None:
+        logger = self.trainer.logger
+        if self._resume_step is None or not isinstance(logger, CSVLogger) or not self.trainer.is_global_zero:
+            return
+        # the CSV logger clears an existing metrics.csv: keep the rows logged before the checkpoint
+        rows = keep_metrics_before(Path(logger.log_dir) / "metrics.csv", self._resume_step)
+        if rows:
+            logger.experiment.metrics.extend(rows)
+            logger.experiment.save()
 
     def after_fit(self) -> None:
         best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
@@ -94,6 +153,16 @@ class MeritslCLI(LightningCLI):
             summary = {"checkpoint": self.config["test"].get("ckpt_path"), **run_record(self.model, self.datamodule)}
             summary["test"] = results
             Path(log_dir, "test_metrics.json").write_text(json.dumps(summary, indent=1))
+
+
+def _logger_args(logger: Any) -> Any:
+    """The init arguments of a configured logger that names a run folder (save_dir, name, version), else None."""
+    if isinstance(logger, list):
+        logger = logger[0] if logger else None
+    init = logger.get("init_args") if hasattr(logger, "get") else None
+    if init is None or not hasattr(init, "get") or not init.get("save_dir") or "version" not in init:
+        return None
+    return init
 
 
 def link_latest_best(best: Path, link: Path) -> None:

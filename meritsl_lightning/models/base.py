@@ -18,8 +18,9 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from data_modules.base import ERCDataModule, SplitData
 from data_modules.batching import IGNORE_INDEX, pad_conversations
-from meritsl_lightning.checkpoints import CheckpointMismatch, StageCheckpoint
-from meritsl_lightning.encoders.cache import EmbeddingCache
+from meritsl_lightning.checkpoints import CheckpointMismatch, StageCheckpoint, read_stage_checkpoint
+from meritsl_lightning.encoders.cache import EmbeddingCache, producer
+from meritsl_lightning.encoders.speech import build_speech_encoder
 from meritsl_lightning.errors import InvalidInput
 from meritsl_lightning.metrics.sentiment import MOSIRegressionMetrics
 
@@ -206,7 +207,13 @@ class BaseStageModule(LightningModule):
 
     def upstream_embeddings(self, checkpoint: StageCheckpoint, data: SplitData, device: torch.device) -> torch.Tensor:
         """Per-utterance embeddings of a frozen earlier stage for a split, from the cache or computed once."""
-        key = {"kind": f"{checkpoint.stage}_{checkpoint.modality}", "model": checkpoint.identity, **data.cache_key()}
+        key = {
+            "kind": f"{checkpoint.stage}_{checkpoint.modality}",
+            "model": checkpoint.identity,
+            "speech_encoder": current_speech_encoder(checkpoint),
+            **producer(device),
+            **data.cache_key(),
+        }
         return self.cache.get_or_compute(key, lambda: frozen_embeddings(self.frozen(checkpoint), data, device))
 
     # -- steps ----------------------------------------------------------------------------------------------
@@ -408,3 +415,54 @@ def check_upstream_unchanged(checkpoint: dict[str, Any], upstreams: list[StageCh
             f"the earlier-stage checkpoint(s) {', '.join(u.path for u in upstreams)} changed since this "
             f"{checkpoint['meritsl']['stage']} checkpoint was trained on them; retrain it or restore the original files"
         )
+
+
+def current_speech_encoder(checkpoint: StageCheckpoint, role: str | None = None) -> str | None:
+    """The identity of the speech encoder under a speech checkpoint (Stage I, or a Stage II over one), recomputed
+    from the encoder it names as that encoder is now, and checked against the identity the Stage I checkpoint
+    recorded: a CARE checkpoint (or model folder) retrained or replaced since Stage I was trained on its features
+    stops here, instead of feeding new features to an old head. None for text checkpoints."""
+    if checkpoint.modality != "audio":
+        return None
+    role = role or checkpoint.stage
+    return _speech_encoder_identity(checkpoint.path, checkpoint.identity, role)
+
+
+# (checkpoint path, its sha256, the encoder files' sizes and times) -> verified identity: the encoder is built once
+_IDENTITIES: dict[tuple[str, str, tuple], str] = {}
+
+
+def _encoder_stamp(spec: str) -> tuple:
+    """Sizes and modification times of the files a speech-encoder spec names (changes when they are rewritten)."""
+    kind, sep, rest = spec.partition(":")
+    path = Path(rest if sep and kind in ("care", "hf") else spec)
+    files = sorted(path.iterdir()) if path.is_dir() else [path] if path.is_file() else []
+    return tuple((f.name, (st := f.stat()).st_size, st.st_mtime_ns, st.st_ino) for f in files if f.is_file())
+
+
+def _speech_encoder_identity(path: str, file_identity: str, role: str) -> str:
+    blob = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    meta, hparams = blob["meritsl"], blob.get("hyper_parameters", {})
+    memo = (path, file_identity, _encoder_stamp(str(hparams.get("speech_encoder", ""))))
+    if memo in _IDENTITIES:
+        return _IDENTITIES[memo]
+    if meta["stage"] != "stage1":  # a Stage II (or later) speech model: follow it down to its Stage I
+        upstream = read_stage_checkpoint(hparams["stage1_checkpoint"], role=f"{role} -> stage1_checkpoint", stages=("stage1",))
+        identity = _speech_encoder_identity(upstream.path, upstream.identity, f"{role} -> stage1_checkpoint")
+    else:
+        spec, options = hparams["speech_encoder"], hparams.get("encoder_options") or {}
+        try:
+            identity = build_speech_encoder(spec, **options).identity()
+        except Exception as e:
+            raise CheckpointMismatch(
+                f"{role}: {path} was trained on features of the speech encoder {spec!r}, which cannot be loaded now: {e}"
+            ) from e
+        recorded = meta.get("upstream_identity")
+        if recorded is not None and recorded != identity:
+            raise CheckpointMismatch(
+                f"{role}: {path} was trained on features of the speech encoder {spec!r}, which has changed since "
+                f"(recorded {recorded}, now {identity}), e.g. a CARE checkpoint retrained or replaced: retrain this "
+                "Stage I speech model on the current encoder, or restore the encoder it was trained on"
+            )
+    _IDENTITIES[memo] = identity
+    return identity

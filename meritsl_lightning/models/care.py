@@ -27,7 +27,7 @@ from meritsl_lightning.encoders.acoustic_targets import (
     acoustic_descriptors,
     descriptor_dim,
 )
-from meritsl_lightning.encoders.cache import EmbeddingCache, file_identity
+from meritsl_lightning.encoders.cache import EmbeddingCache, file_identity, producer
 from meritsl_lightning.encoders.care import CAREModel
 from meritsl_lightning.encoders.speech import _hash_model_folder
 from meritsl_lightning.encoders.text import TextEncoder
@@ -134,14 +134,17 @@ class CAREPretrainModule(LightningModule):
         if self.target_normalisation != "standard":  # the earlier targets keep their cache keys
             base["normalisation"] = self.target_normalisation
         return {
-            "teacher": {"kind": "care_teacher", "version": TARGETS_VERSION, "model": self.teacher_identity(), "texts": texts},
+            "teacher": {"kind": "care_teacher", "version": TARGETS_VERSION, "model": self.teacher_identity(), "texts": texts, **producer(self._target_device())},
             "frames": {**base, "part": "frames"},
             "offsets": {**base, "part": "offsets"},
         }
 
+    def _target_device(self) -> torch.device:
+        return self.trainer.strategy.root_device if self._trainer is not None else self.device
+
     def targets(self, rows: list[SpeechText], num_workers: int = 0) -> CARETargets:
         """Teacher embeddings and descriptors of ``rows``, from the cache or computed once."""
-        device = self.trainer.strategy.root_device if self._trainer is not None else self.device
+        device = self._target_device()
         keys = self.target_keys(rows)
         teacher = self.cache.get_or_compute(keys["teacher"], lambda: self._teacher_embeddings([r.text for r in rows], device))
         computed: list[tuple[torch.Tensor, torch.Tensor]] = []  # one pass yields both parts

@@ -18,6 +18,7 @@ from meritsl_lightning.models.base import (
     ClassWeights,
     check_upstream_unchanged,
     conversation_batches,
+    current_speech_encoder,
 )
 from meritsl_lightning.models.oof import read_oof
 from meritsl_lightning.nn.context_encoder import ContextEncoder
@@ -53,6 +54,7 @@ class ContextModule(BaseStageModule):
         self.upstream = read_stage_checkpoint(
             stage1_checkpoint, role="stage1_checkpoint", stages=("stage1",), label_names=label_names, task=task
         )
+        current_speech_encoder(self.upstream, role="stage1_checkpoint")  # a retrained speech encoder stops here
         self.oof = read_oof(stage1_oof, self.upstream, label_names, task) if stage1_oof else None
         super().__init__(label_names, task, lr, weight_decay, warmup_ratio, cache_dir, class_weights)
         self.hparams["stage1_checkpoint"] = self.upstream.path  # absolute, so the run can move directories

@@ -13,6 +13,7 @@ from meritsl_lightning.models.base import (
     ClassWeights,
     check_upstream_unchanged,
     conversation_batches,
+    current_speech_encoder,
 )
 from meritsl_lightning.nn.co_attention import CoAttentionFusion
 
@@ -46,6 +47,7 @@ class FusionModule(BaseStageModule):
         self.audio_upstream = read_stage_checkpoint(
             stage2_audio_checkpoint, role="stage2_audio_checkpoint", stages=("stage2",), modality="audio", label_names=label_names, task=task
         )
+        current_speech_encoder(self.audio_upstream, role="stage2_audio_checkpoint")
         super().__init__(label_names, task, lr, weight_decay, warmup_ratio, cache_dir, class_weights)
         self.hparams["stage2_text_checkpoint"] = self.text_upstream.path
         self.hparams["stage2_audio_checkpoint"] = self.audio_upstream.path

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from data_modules.base import SplitData
-from meritsl_lightning.checkpoints import pretrained_text_encoder
+from meritsl_lightning.checkpoints import CheckpointMismatch, pretrained_text_encoder
+from meritsl_lightning.encoders.cache import producer
 from meritsl_lightning.encoders.provenance import (
     WITHOUT_PRETRAINING,
     TextEncoderError,
@@ -170,6 +171,15 @@ class SpeechUtteranceModule(BaseStageModule):
     def encoder_records(self) -> dict[str, Any]:
         return {"speech": speech_encoder_record(self.hparams.speech_encoder, self.speech_encoder.identity())}
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        recorded = (checkpoint.get("meritsl") or {}).get("upstream_identity")
+        if recorded is not None and recorded != self.speech_encoder.identity():
+            raise CheckpointMismatch(
+                f"this Stage I speech checkpoint was trained on features of the speech encoder "
+                f"{self.hparams.speech_encoder!r}, which has changed since (recorded {recorded}, now "
+                f"{self.speech_encoder.identity()}): retrain it on the current encoder or restore the original"
+            )
+
     def encoder_features(self, data: SplitData, device: torch.device) -> torch.Tensor:
         """Frozen speech-encoder features [N, L, D] of a split (cached); zeros where a row has no usable audio."""
         if all(u.audio_path is None for u in data.rows):
@@ -178,7 +188,7 @@ class SpeechUtteranceModule(BaseStageModule):
                 f"(e.g. {data.rows[0].utt_id if data.rows else '-'}); a speech stage needs a manifest with audio, "
                 "not one prepared with --text-only"
             )
-        key = {"kind": "speech_encoder", "model": self.speech_encoder.identity(), **data.cache_key()}
+        key = {"kind": "speech_encoder", "model": self.speech_encoder.identity(), **producer(device), **data.cache_key()}
 
         def compute() -> torch.Tensor:
             encoder = self.speech_encoder

@@ -124,6 +124,25 @@ def test_stages_one_to_three_run_on_care_features(chain: StageChain, care_run: C
     assert 0.0 <= stage3.test_results[0]["test/weighted_f1"] <= 1.0
 
 
+def test_retraining_care_between_stage1_and_stage2_is_caught(chain: StageChain, care_run: CARERun, tmp_path: Path) -> None:
+    """``care:<run>/best.ckpt`` is a symlink that a new CARE run re-points: Stage II must not feed the new
+    features to the Stage I head trained on the old ones."""
+    import shutil
+
+    first, link = tmp_path / "version_0.ckpt", tmp_path / "best.ckpt"
+    shutil.copy(care_run.best, first)
+    link.symlink_to(first)
+    stage1 = chain.fit("stage1_audio", f"--model.init_args.speech_encoder=care:{link}", name="stage1_audio_care_retrain")
+    ckpt1 = stage1.trainer.checkpoint_callback.best_model_path
+    blob = torch.load(first, map_location="cpu", weights_only=True)
+    blob["state_dict"] = {k: v + 0.01 if k.startswith("care.") and v.is_floating_point() else v for k, v in blob["state_dict"].items()}
+    torch.save(blob, tmp_path / "version_1.ckpt")  # CARE retrained, and best.ckpt re-pointed at the new run
+    link.unlink()
+    link.symlink_to(tmp_path / "version_1.ckpt")
+    with pytest.raises(ValueError, match=r"stage1_checkpoint: .* trained on features of the speech encoder 'care:.*which has changed since \(recorded care-v1:sha256="):
+        fit_with_upstream(chain, "stage2_audio", "stage2_audio_care_retrain", stage1_checkpoint=ckpt1)
+
+
 def fit_with_upstream(chain: StageChain, stage: str, name: str, **upstream: str) -> MeritslCLI:
     """A chain stage with some of its earlier-stage checkpoints replaced."""
     args = [a for a in chain.model_args(stage) if not any(f".{k}=" in a for k in upstream)]

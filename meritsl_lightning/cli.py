@@ -29,6 +29,7 @@ PIPELINE_COMMANDS = {
     "pseudo-label": ("meritsl_lightning.pseudo_labels.pseudo_label:main", "label transcripts positive/negative/neutral with an LLM -> silver.jsonl + report"),
     "export": ("meritsl_lightning.commands.export:main", "a trained Stage III (or Stage II) chain as one verified bundle folder"),
     "analyze": ("meritsl_lightning.commands.analyze:main", "per-turn emotions of new conversations (turn files, a long recording, a manifest; --stream)"),
+    "reproduce": ("meritsl_lightning.commands.reproduce:main", "reproduce a paper table over corpora x stages x seeds (make reproduce-table1)"),
 }
 
 

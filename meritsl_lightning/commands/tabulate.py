@@ -1,4 +1,10 @@
-"""``meritsl tabulate RUN_DIR ...``: a table of test metrics over runs (mean ± std over the versions of each run)."""
+"""``meritsl tabulate RUN_DIR ...``: a table of test metrics over runs.
+
+A folder written by ``meritsl reproduce`` (run folders with ``reproduce_run.json``) gives that table again,
+recomputed from each run's own ``test_metrics.json``: the same rows, seeds, mean, std, 95 % interval and
+failed runs (``--write`` rewrites ``<table>.{md,csv,json,png}``). Any other folder gives mean ± std over the
+versions of each run name.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 
 def collect(roots: list[Path], metric: str) -> dict[str, list[float]]:
@@ -28,12 +35,44 @@ def format_rows(runs: dict[str, list[float]], metric: str) -> str:
     return "\n".join(lines)
 
 
+def reproduced_tables(root: Path) -> dict[str, dict[str, Any]]:
+    """The tables of a ``meritsl reproduce`` output folder, recomputed from its run folders (empty if none)."""
+    from meritsl_lightning.reproduce.aggregate import build_table, load_runs, read_plan, select
+    from meritsl_lightning.reproduce.tables import TABLES
+
+    plan, blocked = read_plan(root)
+    tables = {}
+    for name, table in TABLES.items():
+        records = [r for r in load_runs(root, table.metric) if r.marker.get("table") == name]
+        if not records:
+            continue
+        chosen = select(records, plan) + [b for b in blocked if b.marker.get("table") == name]
+        tables[name] = build_table(chosen, table)
+    return tables
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="meritsl tabulate", description=__doc__.splitlines()[0])
-    p.add_argument("roots", nargs="+", type=Path, help="folders holding run directories (e.g. runs/fig3)")
+    p.add_argument("roots", nargs="+", type=Path, help="folders holding run directories (e.g. runs/fig3, runs/table1)")
     p.add_argument("--metric", default="test/weighted_f1")
     p.add_argument("--json", type=Path, help="also write the table as JSON")
+    p.add_argument("--write", action="store_true", help="reproduction folders: rewrite <table>.md/.csv/.json/.png there")
     args = p.parse_args(argv)
+    found = {root: reproduced_tables(root) for root in args.roots}
+    if any(found.values()):
+        from meritsl_lightning.reproduce.report import markdown, write_all
+        from meritsl_lightning.reproduce.tables import TABLES
+
+        everything = {}
+        for root, tables in found.items():
+            for name, result in tables.items():
+                print(markdown(TABLES[name], result, [f"recomputed by meritsl tabulate from the run folders in {root}"]))
+                everything[f"{root}:{name}" if len(args.roots) > 1 else name] = result
+                if args.write:
+                    write_all(root, TABLES[name], result, [f"recomputed by meritsl tabulate from the run folders in {root}"])
+        if args.json:
+            args.json.write_text(json.dumps(everything if len(everything) > 1 else next(iter(everything.values())), indent=1))
+        return 0
     runs = collect(args.roots, args.metric)
     if not runs:
         print(f"no test_metrics.json with {args.metric} below {', '.join(map(str, args.roots))}")

@@ -7,8 +7,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-from meritsl_lightning.encoders.cache import file_identity
-
 TEXT_ENCODER_ENV = "TEXT_ENCODER"
 WITHOUT_PRETRAINING = "without LLM pre-training"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
@@ -52,6 +50,8 @@ def text_encoder_record(source: str, base: str | None = None) -> dict[str, Any]:
     kind = text_encoder_kind(source)
     if kind == "hub":
         return {"source": "hub", "id": str(source), "llm_pretrained": False}
+    from meritsl_lightning.encoders.cache import file_identity  # torch: only when a run records itself
+
     path = Path(source).expanduser().resolve()
     if kind == "folder":
         from meritsl_lightning.encoders.speech import _hash_model_folder
@@ -67,6 +67,8 @@ def speech_encoder_record(spec: str, identity: str) -> dict[str, Any]:
     """What a run records about its speech encoder: the spec, the encoder's identity and, for CARE, path and hash."""
     record: dict[str, Any] = {"spec": spec, "identity": identity}
     if spec.startswith("care:"):
+        from meritsl_lightning.encoders.cache import file_identity
+
         path = Path(spec.removeprefix("care:")).expanduser().resolve()
         record.update(path=str(path), sha256=file_identity(path))
     return record

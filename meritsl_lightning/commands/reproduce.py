@@ -99,6 +99,10 @@ def plan(table: TableSpec, args: argparse.Namespace, out: Path) -> tuple[list, l
         bad = sorted(set(args.stages) - {s.name for s in table.stages})
         if bad:
             raise BadInput(f"unknown stage {bad[0]!r} (this table has {', '.join(s.name for s in table.stages)})")
+        for stage in args.stages:
+            missing = sorted(set(table.stage(stage).upstream.values()) - set(args.stages))
+            if missing:
+                raise BadInput(f"stage {stage} needs {', '.join(missing)} of the same seed: add it to --stages")
     notes: list[str] = []
     extra_configs: list[str] = []
     if args.wandb:
@@ -228,6 +232,7 @@ def pretraining_inputs(args: argparse.Namespace, out: Path, steps: list):
             care_config=EXPERIMENTS / "demo" / "care_pretrain.yaml",
             care_data="manifest",  # a random tiny Whisper writes no usable transcripts; the release transcripts stand in
             deps={"gen": "generated/iemocap"},
+            env={"MERITSL_DEMO_DIR": "{gen[dir]}"},  # the demo CARE config finds the tiny models there
         )
     if not args.msp_podcast_root:
         raise BadInput("an LLM is given (LLM_MODEL) but no MSP_PODCAST_ROOT: the pre-training chain needs both")

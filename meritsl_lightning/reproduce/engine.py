@@ -245,7 +245,7 @@ class Engine:
             proc = subprocess.Popen([self.python, *argv], stdout=out, stderr=subprocess.STDOUT, env=full_env)
             with self._lock:
                 self._procs[step.id] = proc
-            rc = proc.wait()
+            rc, cpu = _wait(proc)
             with self._lock:
                 self._procs.pop(step.id, None)
         seconds = time.perf_counter() - started
@@ -265,6 +265,7 @@ class Engine:
             "argv": argv,
             "env": env,
             "seconds": round(seconds, 1),
+            "cpu_seconds": None if cpu is None else round(cpu, 1),
             "finished_at": time.time(),
             "returncode": rc,
             "message": message,
@@ -282,6 +283,16 @@ class Engine:
             return Outcome(step, "finished", run_dir, product, seconds, log=log)
         self.echo(f"[reproduce] {step.id}: FAILED ({message}; log: {log})")
         return Outcome(step, "failed", run_dir, {}, seconds, message, log)
+
+
+def _wait(proc: subprocess.Popen) -> tuple[int, float | None]:
+    """The exit status and the CPU time (user + system) the run used, for the timing record."""
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    except ChildProcessError:  # reaped elsewhere (stop() polling during an interrupt)
+        return (proc.returncode if proc.returncode is not None else -1), None
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_utime + usage.ru_stime
 
 
 def _score(product: dict[str, Any]) -> str:

@@ -145,6 +145,7 @@ class Pretraining:
     care_config: Path = EXPERIMENTS / "pretrain_care_msp_podcast.yaml"
     care_data: str = "transcripts"  # what CARE reads: the transcripts, or the prepared manifest (release transcripts)
     deps: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
 
 
 def pretraining_steps(out: Path, p: Pretraining) -> list[Step]:
@@ -154,7 +155,7 @@ def pretraining_steps(out: Path, p: Pretraining) -> list[Step]:
     (append-only outputs), so their folders are never cleared.
     """
     parent = out / "pretrain"
-    data = dict(fresh=False, parent=parent)
+    data = dict(fresh=False, parent=parent, env=dict(p.env))
 
     def fit_logger(name: str) -> list[str]:
         return [
@@ -188,14 +189,14 @@ def pretraining_steps(out: Path, p: Pretraining) -> list[Step]:
             "pretrain/text",
             [*MERITSL, "fit", "--config", str(EXPERIMENTS / "pretrain_msp_podcast.yaml"), *fit_logger("text_pretrain"),
              "--data.init_args.path={silver[silver]}", *p.text_overrides],
-            parent=parent, prefix="text_pretrain", deps={"silver": "pretrain/pseudo_label", **p.deps},
+            parent=parent, prefix="text_pretrain", deps={"silver": "pretrain/pseudo_label", **p.deps}, env=dict(p.env),
             done_files=("checkpoints/best.ckpt",), product=best,
         ),
         Step(
             "pretrain/care",
             [*MERITSL, "fit", "--config", str(p.care_config), *fit_logger("care_pretrain"),
              f"--data.init_args.path={{{p.care_data}[{p.care_data}]}}", *p.care_overrides],
-            parent=parent, prefix="care_pretrain",
+            parent=parent, prefix="care_pretrain", env=dict(p.env),
             deps={p.care_data: "pretrain/transcribe" if p.care_data == "transcripts" else "pretrain/prepare", **p.deps},
             done_files=("checkpoints/best.ckpt",), product=best,
         ),

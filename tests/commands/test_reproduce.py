@@ -163,6 +163,62 @@ def test_a_crashed_run_is_recorded_and_its_dependents_are_not_run(tmp_path: Path
     assert [again[k].status for k in ("a/seed0", "a/seed1", "b/seed2")] == ["skipped", "skipped", "failed"]
 
 
+HOLD = """
+import sys, time
+from pathlib import Path
+while Path(sys.argv[2]).exists():
+    time.sleep(0.1)
+"""
+
+KILLABLE = """
+import signal, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+from tests.commands.test_reproduce import interrupted_steps
+from meritsl_lightning.reproduce.engine import Engine
+
+def stop(*_):
+    raise KeyboardInterrupt
+
+signal.signal(signal.SIGTERM, stop)
+try:
+    Engine(log_dir=Path(sys.argv[1]) / "logs").run(interrupted_steps(Path(sys.argv[1])))
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+
+
+def interrupted_steps(out: Path) -> list[Step]:
+    """Two stand-in runs: the first finishes, the second waits while ``out/hold`` exists."""
+    first = _python_step(out, "a/seed0", WRITE_METRICS.replace("SCORE", "0.5"))
+    second = _python_step(out, "a/seed1", HOLD + WRITE_METRICS.replace("SCORE", "0.6"))
+    first.argv.append("{run_dir}")
+    second.argv += ["{run_dir}", str(out / "hold")]
+    return [first, second]
+
+
+def test_a_killed_reproduction_resumes_with_the_unfinished_runs_only(tmp_path: Path) -> None:
+    import subprocess
+    import time
+
+    (tmp_path / "hold").touch()
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, "-c", KILLABLE, str(tmp_path), str(repo)])
+    deadline = time.monotonic() + 60
+    while not list((tmp_path / "logs").glob("a_seed1-*.log")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    proc.send_signal(15)  # SIGTERM while the second run is in flight
+    assert proc.wait(timeout=60) == 130
+    second = list((tmp_path / "runs").glob("iemocap/stage1_text/a_seed1-*"))
+    assert not any((d / "test_metrics.json").exists() for d in second)  # the in-flight run was stopped
+    (tmp_path / "hold").unlink()
+    echoed: list[str] = []
+    outcomes = Engine(log_dir=tmp_path / "logs", echo=echoed.append).run(interrupted_steps(tmp_path))
+    assert {k: o.status for k, o in outcomes.items()} == {"a/seed0": "skipped", "a/seed1": "finished"}
+    assert (outcomes["a/seed1"].run_dir / "test_metrics.json").is_file()
+
+
 # -- bad input: one line naming the variable and the path, exit status 2, before any training ------------------
 def test_a_folder_that_is_not_the_corpus_stops_before_training(tmp_path: Path) -> None:
     (tmp_path / "not_iemocap").mkdir()
@@ -237,3 +293,21 @@ def test_wandb_config_follows_each_stage_config_or_is_skipped_with_a_message(tmp
     monkeypatch.setattr(reproduce, "WANDB_CONFIG", present)
     code, printed = _main(["table1", "--iemocap-root", str(corpus), "--seeds", "0", "--wandb", "--dry-run"])
     assert code == 0 and printed.count(f"iemocap_stage1_text.yaml --config {present} --seed_everything=0") == 1
+
+
+@pytest.mark.slow
+def test_generated_pretraining_chain_feeds_stage1(tmp_path: Path) -> None:
+    """The whole chain offline: generated MSP-Podcast -> tiny Whisper -> tiny LLM labels -> text and CARE
+    pre-training -> Stage I text and speech start from the two checkpoints."""
+    out = tmp_path / "out"
+    code, printed = _main(["table1", "--generated", "--pretraining", "--corpora", "iemocap", "--seeds", "0", "--generated-size", "4",
+                           "--stages", "stage1_text", "stage1_audio", "--out", str(out), *TINY])  # fmt: skip
+    assert code == 0, printed
+    table = json.loads((out / "table1.json").read_text())
+    assert [r["stage"] for r in table["rows"]] == ["stage1_text", "stage1_audio"]
+    assert all("LLM pre-trained by this reproduction" in r["text_encoder"] and "CARE" in r["speech_encoder"] for r in table["rows"])
+    runs = _run_folders(out)
+    text = json.loads((runs[("stage1_text", 0)] / "test_metrics.json").read_text())
+    speech = json.loads((runs[("stage1_audio", 0)] / "test_metrics.json").read_text())
+    assert text["encoders"]["text"]["llm_pretrained"] is True and text["encoders"]["text"]["path"].startswith(str(out / "pretrain"))
+    assert speech["encoders"]["speech"]["spec"].startswith(f"care:{out / 'pretrain'}")

@@ -23,7 +23,7 @@ from meritsl_lightning.reproduce.tables import TABLE1
 STAGES = [s.name for s in TABLE1.stages]
 CORPUS_VARIABLES = ("IEMOCAP_ROOT", "MELD_ROOT", "MOSI_ROOT", "CMU_MOSI_ROOT", "TEXT_ENCODER", "SPEECH_ENCODER",
                     "MSP_PODCAST_ROOT", "LLM_MODEL", "LLM_BASE_URL")  # fmt: skip
-GENERATED = ["table1", "--generated", "--corpora", "iemocap", "--seeds", "0", "1", "--generated-size", "4"]
+GENERATED = ["table1", "--generated", "--corpora", "iemocap", "--seeds", "0", "1", "--generated-size", "4", "--parallel", "2"]
 TINY = ["--", "--trainer.max_epochs=1"]
 
 

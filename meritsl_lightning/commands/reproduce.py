@@ -124,7 +124,8 @@ def plan(table: TableSpec, args: argparse.Namespace, out: Path) -> tuple[list, l
         if given:
             notes.append(f"--generated: {', '.join(given)} ignored (the generated corpora are used)")
         for corpus in wanted:
-            steps.append(planning.generated_step(out, corpus, args.generated_size, pretraining and corpus == "iemocap"))
+            size = args.generated_size or table.corpus(corpus).generated_size
+            steps.append(planning.generated_step(out, corpus, size, pretraining and corpus == "iemocap"))
             roots[corpus] = "{gen[root]}"
             corpus_deps[corpus] = {"gen": f"generated/{corpus}"}
             corpus_env[corpus] = {"MERITSL_DEMO_DIR": "{gen[dir]}"}
@@ -143,7 +144,7 @@ def plan(table: TableSpec, args: argparse.Namespace, out: Path) -> tuple[list, l
 
     text, speech = encoders(args, pretraining)
     if pretraining:
-        steps += planning.pretraining_steps(out, pretraining_inputs(args, out, steps))
+        steps += planning.pretraining_steps(out, pretraining_inputs(args, out, steps, table))
     inputs = planning.Inputs(
         out=out, seeds=list(args.seeds), roots=roots, text=text, speech=speech, generated=args.generated,
         extra_configs=extra_configs, overrides=list(args.overrides), corpus_deps=corpus_deps, corpus_env=corpus_env,
@@ -213,13 +214,13 @@ def encoders(args: argparse.Namespace, pretraining: bool):
     return text, speech
 
 
-def pretraining_inputs(args: argparse.Namespace, out: Path, steps: list):
+def pretraining_inputs(args: argparse.Namespace, out: Path, steps: list, table: TableSpec):
     """The pre-training chain's inputs: the user's MSP-Podcast and LLM, or (generated) tiny stand-ins."""
     from meritsl_lightning.reproduce.plan import Pretraining, generated_step
 
     if args.generated:
         if not any(s.id == "generated/iemocap" for s in steps):
-            steps.append(generated_step(out, "iemocap", args.generated_size, pretraining=True))
+            steps.append(generated_step(out, "iemocap", args.generated_size or table.corpus("iemocap").generated_size, pretraining=True))
         small_fit = ["--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.precision=32-true", "--trainer.max_epochs=2",
                      "--trainer.val_check_interval=1.0", "--data.init_args.num_workers=0"]  # fmt: skip
         return Pretraining(

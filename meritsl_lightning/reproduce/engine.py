@@ -153,6 +153,7 @@ class Engine:
         self.echo = echo
         self._procs: dict[str, subprocess.Popen] = {}
         self._lock = threading.Lock()
+        self._stopping = False
 
     # -- planning ---------------------------------------------------------------------------------------
     def resolve(self, step: Step, outcomes: dict[str, Outcome]) -> tuple[Path, list[str], dict[str, str], str]:
@@ -216,6 +217,7 @@ class Engine:
 
     def stop(self) -> None:
         """Terminate the runs this engine started (on Ctrl-C or SIGTERM); their folders stay unfinished."""
+        self._stopping = True
         with self._lock:
             procs = list(self._procs.values())
         for proc in procs:
@@ -251,8 +253,11 @@ class Engine:
         seconds = time.perf_counter() - started
         run_dir.mkdir(parents=True, exist_ok=True)
         missing = [f for f in step.done_files if not (run_dir / f).exists()]
-        status = "finished" if rc == 0 and not missing else "failed"
-        if rc != 0:
+        # Lightning stops a fit early and exits 0 on SIGTERM: a stopped run is never taken as finished
+        status = "finished" if rc == 0 and not missing and not self._stopping else "failed"
+        if self._stopping:
+            message = "interrupted (the reproduction was stopped); redone when it is started again"
+        elif rc != 0:
             message = f"exit status {rc}"
         elif missing:
             message = f"exit status 0 but no {', '.join(missing)} in {run_dir}"

@@ -135,7 +135,9 @@ class OpenAIBackend:
         backoff_base: float = 1.0,
         backoff_max: float = 60.0,
         redact: Redactor | None = None,
+        http_client: Any = None,
     ) -> None:
+        """``http_client``: an ``httpx2.AsyncClient`` for the openai client (e.g. with a mock transport in tests)."""
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
         self.model = model
@@ -157,6 +159,7 @@ class OpenAIBackend:
         self.stats: Counter = Counter()
         self._server: dict[str, Any] = {}
         self._pause_until = 0.0
+        self._http_client = http_client
 
     def identity(self) -> dict[str, Any]:
         """What decides a reply (the cache key and the report record it)."""
@@ -191,7 +194,11 @@ class OpenAIBackend:
         for item in items:
             queue.put_nowait(item)
         async with AsyncOpenAI(
-            api_key=self._api_key, base_url=self.base_url, timeout=self.timeout, max_retries=self.max_retries
+            api_key=self._api_key,
+            base_url=self.base_url,
+            timeout=self.timeout,
+            max_retries=self.max_retries,
+            http_client=self._http_client,
         ) as client:
             if self.base_url:
                 await self._probe_version()
@@ -262,15 +269,15 @@ class OpenAIBackend:
                 raise FatalBackendError(
                     self.redact(
                         f"item {item_id}: {self.server_info()['base_url']} refused model {self.model!r} "
-                        f"(HTTP {e.status_code}): {e.message}"
+                        f"(HTTP {e.status_code}): {_server_message(e)}"
                     )
                 ) from None
             except openai.APIStatusError as e:
                 if e.status_code not in RETRYABLE_STATUS and e.status_code < 500:
                     raise ItemFailed(
-                        self.redact(f"item {item_id}: HTTP {e.status_code}: {e.message}")
+                        self.redact(f"item {item_id}: HTTP {e.status_code}: {_server_message(e)}")
                     ) from None
-                last_error = f"HTTP {e.status_code}: {e.message}"
+                last_error = f"HTTP {e.status_code}: {_server_message(e)}"
                 retry_after = parse_retry_after(e.response.headers)
             except openai.APITimeoutError:
                 last_error = f"no reply within {self.timeout:g} s"
@@ -319,6 +326,14 @@ class OpenAIBackend:
         pause = self._pause_until - time.monotonic()
         if pause > 0:
             await asyncio.sleep(pause)
+
+
+def _server_message(e: Any) -> str:
+    """The server's own error message (the openai client prefixes its ``message`` with "Error code: N - ")."""
+    body = getattr(e, "body", None)
+    if isinstance(body, dict) and isinstance(body.get("message"), str) and body["message"].strip():
+        return body["message"]
+    return str(e.message)
 
 
 class MalformedReply(ValueError):

@@ -32,6 +32,7 @@ from meritsl_lightning.pseudo_labels.backends import (
     TransformersBackend,
 )
 from meritsl_lightning.pseudo_labels.cache import JsonlAppender, ResponseCache, cache_key, recover_jsonl
+from meritsl_lightning.pseudo_labels.inputs import InputRows, read_rows
 from meritsl_lightning.pseudo_labels.prompt import DEFAULT_LABELS, Prompt, load_prompt, parse_labels_arg
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--input", type=Path, required=True, help='transcripts JSONL: rows {"id", "text", ...}')
+    p.add_argument(
+        "--input",
+        type=Path,
+        required=True,
+        help='`meritsl transcribe` output (rows {"id", "text", ...}) or a `meritsl prepare` manifest '
+        '(rows {"utt_id", "text", ...})',
+    )
     p.add_argument("--out", type=Path, required=True, help="silver-label JSONL, appended to (resumable)")
     p.add_argument(
         "--backend",
@@ -215,9 +222,9 @@ def run(args: argparse.Namespace, secret: str | None, redact: Redactor) -> int:
     lock = _lock(out)
     try:
         done = _finished_rows(out, args.backend, args.model, args.method, prompt.version)
-        items, skipped = read_transcripts(args.input, args.gold_field, set(done))
+        items, skipped, source = read_transcripts(args.input, args.gold_field, set(done))
         backend = make_backend(args, labels, prompt, secret, redact)
-        return _label_all(args, labels, prompt, backend, items, skipped, out, report_path, redact)
+        return _label_all(args, labels, prompt, backend, items, skipped, out, report_path, redact, source)
     finally:
         lock.close()
 
@@ -260,40 +267,44 @@ def make_backend(
     )
 
 
-def read_transcripts(path: Path, gold_field: str | None, done: set[str]) -> tuple[list[Item], Counter]:
-    """Items still to label, and counts of the rows left out (done before, error, empty text, duplicate, malformed)."""
+def read_transcripts(path: Path, gold_field: str | None, done: set[str]) -> tuple[list[Item], Counter, InputRows]:
+    """Items still to label, counts of the rows left out (done before, error, empty text, duplicate, malformed),
+    and the input's rows. Reads ``meritsl transcribe`` output (``id``) and ``meritsl prepare`` manifests
+    (``utt_id``); raises UsageError, saying why, when no row is usable."""
+    source = read_rows(path)
     items: list[Item] = []
     skipped: Counter = Counter()
     seen: set[str] = set()
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-                item_id, text = str(obj["id"]), obj.get("text")
-                if text is not None and not isinstance(text, str):
-                    raise TypeError(f"text is a {type(text).__name__}, expected a string")
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                log.warning("%s:%d: skipping a malformed transcript row (%s)", path, lineno, e)
-                skipped["malformed"] += 1
-                continue
-            if item_id in seen:
-                log.warning(
-                    "%s:%d: item %s: duplicate id, skipped (the first row is labelled)", path, lineno, item_id
-                )
-                skipped["duplicate_id"] += 1
-                continue
-            seen.add(item_id)
-            if item_id in done:
-                skipped["done_before"] += 1
-            elif obj.get("error"):
-                skipped["error"] += 1
-            elif not (text or "").strip():
-                skipped["empty_text"] += 1
-            else:
-                items.append(Item(item_id, text.strip(), obj.get(gold_field) if gold_field else None))
-    return items, skipped
+    for row in source.rows:
+        text = row.row.get("text")
+        if text is not None and not isinstance(text, str):
+            source.malformed.append((row.line, f"text is a {type(text).__name__}, expected a string"))
+            continue
+        if row.id in seen:
+            log.warning("%s:%d: item %s: duplicate id, skipped (the first row is labelled)", path, row.line, row.id)
+            skipped["duplicate_id"] += 1
+            continue
+        seen.add(row.id)
+        if row.id in done:
+            skipped["done_before"] += 1
+        elif row.row.get("error"):
+            skipped["error"] += 1
+        elif not (text or "").strip():
+            skipped["empty_text"] += 1
+        else:
+            items.append(Item(row.id, text.strip(), row.row.get(gold_field) if gold_field else None))
+    source.malformed.sort()
+    for lineno, problem in source.malformed:
+        log.warning("%s:%d: skipping a malformed row (%s)", path, lineno, problem)
+    skipped["malformed"] = len(source.malformed)
+    if not seen:
+        raise UsageError(source.why_no_rows())
+    if not items and not skipped["done_before"]:
+        reasons = {"error": "with a transcription error", "empty_text": "with empty text", "duplicate_id": "duplicates",
+                   "malformed": "malformed"}  # fmt: skip
+        counts = ", ".join(f"{skipped[k]} {v}" for k, v in reasons.items() if skipped[k])
+        raise UsageError(f"--input {path}: no row has text to label ({source.lines} rows: {counts})")
+    return items, skipped, source
 
 
 def _label_all(
@@ -306,6 +317,7 @@ def _label_all(
     out: Path,
     report_path: Path,
     redact: Redactor,
+    source: InputRows | None = None,
 ) -> int:
     identity = {
         **backend.identity(),
@@ -407,6 +419,7 @@ def _label_all(
         aborted,
         cache_dir=None if cache is None else str(cache.path.parent),
     )
+    report["malformed_rows"] = source.malformed_report() if source is not None else []
     tmp = report_path.with_name(f".{report_path.name}.tmp")
     tmp.write_text(redact(json.dumps(report, indent=1, ensure_ascii=False)) + "\n", encoding="utf-8")
     os.replace(tmp, report_path)

@@ -41,6 +41,7 @@ import numpy as np
 from data_modules.audio import AudioError, audio_duration, load_audio
 from data_modules.manifest import read_manifest
 from meritsl_lightning.errors import InvalidInput
+from meritsl_lightning.pseudo_labels.inputs import read_rows
 from meritsl_lightning.pseudo_labels.shards import (
     append_rows,
     assign,
@@ -117,9 +118,7 @@ def collect_items(input_path: str | os.PathLike) -> list[AudioItem]:
     elif path.is_file() and path.suffix.lower() in AUDIO_EXTENSIONS:
         items = [AudioItem(path.stem, str(path.resolve()))]
     elif path.is_file():
-        # a manifest row's audio_path is the utterance's own file; start/end are its times in the conversation
-        # (IEMOCAP turns at 9.4-12.7 s of their dialogue live in their own wav starting at 0), not offsets
-        items = [AudioItem(u.utt_id, u.audio_path) for u in read_manifest(path)]
+        items = _file_items(path)
         seen: set[str] = set()
         for item in items:
             if item.id in seen:
@@ -128,6 +127,31 @@ def collect_items(input_path: str | os.PathLike) -> list[AudioItem]:
     else:
         raise TranscribeError(f"--input {path}: no such manifest file or audio folder")
     return sorted(items, key=lambda item: item.id)
+
+
+def _file_items(path: Path) -> list[AudioItem]:
+    """The utterances of a `meritsl prepare` manifest (rows keyed ``utt_id``) or of earlier `meritsl transcribe`
+    output (rows keyed ``id``, e.g. to transcribe again with another model); relative audio paths are resolved
+    against the file's folder."""
+    source = read_rows(path)
+    if not source.rows:
+        raise TranscribeError(source.why_no_rows())
+    if source.malformed:
+        line, problem = source.malformed[0]
+        raise TranscribeError(f"{path}:{line}: {problem} ({len(source.malformed)} such lines)")
+    if all("utt_id" in r.row and "id" not in r.row for r in source.rows):
+        # a manifest row's audio_path is the utterance's own file; start/end are its times in the conversation
+        # (IEMOCAP turns at 9.4-12.7 s of their dialogue live in their own wav starting at 0), not offsets
+        return [AudioItem(u.utt_id, u.audio_path) for u in read_manifest(path)]
+    items = []
+    for r in source.rows:
+        audio = r.row.get("audio_path")
+        if audio is not None and not isinstance(audio, str):
+            raise TranscribeError(f"{path}:{r.line}: audio_path is a {type(audio).__name__}, expected a string")
+        if audio and not os.path.isabs(audio):
+            audio = str((path.parent / audio).resolve())
+        items.append(AudioItem(r.id, audio or None))
+    return items
 
 
 def _folder_items(folder: Path) -> list[AudioItem]:
@@ -509,7 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Transcribe speech with faster-whisper into a JSON-lines file (resumable, shardable).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--input", help="manifest.jsonl from `meritsl prepare`, a folder of audio files, or one audio file")
+    p.add_argument("--input", help="manifest.jsonl from `meritsl prepare`, earlier `meritsl transcribe` output, a folder of audio files, or one audio file")
     p.add_argument("--out", required=True, help="output JSON lines (shards write OUT.shard-K-of-N)")
     p.add_argument("--model", default=DEFAULT_MODEL, help="local CTranslate2 Whisper folder, size name or Hub id")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: cuda if ctranslate2 sees a GPU")

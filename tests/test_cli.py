@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,7 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from meritsl_lightning.checkpoints import read_stage_checkpoint
 from meritsl_lightning.cli import MeritslCLI
+from tests.metric_checks import assert_metrics_match_confusion
 from tests.stage_runner import StageChain
 
 REPO = Path(__file__).resolve().parent.parent
@@ -111,8 +114,13 @@ def test_stage3_paper_config_through_the_lightning_script(chain: StageChain, tmp
     out = subprocess.run(cmd, capture_output=True, text=True, env=clean_env(), timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "test/weighted_f1" in out.stdout
-    assert (tmp_path / "stage3" / "version_0" / "checkpoints" / "best.ckpt").is_file()
-    assert (tmp_path / "stage3" / "best.ckpt").is_file()
+    best = tmp_path / "stage3" / "version_0" / "checkpoints" / "best.ckpt"
+    assert (tmp_path / "stage3" / "best.ckpt").resolve() == best.resolve()
+    meta = read_stage_checkpoint(str(best), role="stage3", stages=("stage3",), modality="multimodal")
+    assert meta.label_names == ["hap", "sad", "neu", "ang"]
+    summary = json.loads((tmp_path / "stage3" / "version_0" / "test_metrics.json").read_text())
+    assert Path(summary["best_checkpoint"]).resolve() == best.resolve()
+    assert_metrics_match_confusion(tmp_path / "stage3" / "version_0", summary["test"])
 
 
 def test_stage3_trains_with_two_process_ddp(chain: StageChain, tmp_path: Path) -> None:
@@ -131,12 +139,15 @@ def test_stage3_trains_with_two_process_ddp(chain: StageChain, tmp_path: Path) -
     out = subprocess.run(cmd, capture_output=True, text=True, env=clean_env(), timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "MEMBER: 2/2" in out.stderr and "distributed_backend=gloo" in out.stderr
-    assert (tmp_path / "ddp" / "version_0" / "checkpoints" / "best.ckpt").is_file()
-    assert (tmp_path / "ddp" / "version_0" / "test_metrics.json").is_file()
+    run = tmp_path / "ddp" / "version_0"
+    read_stage_checkpoint(str(run / "checkpoints" / "best.ckpt"), role="stage3", stages=("stage3",))
+    summary = json.loads((run / "test_metrics.json").read_text())
+    assert_metrics_match_confusion(run, summary["test"])  # metrics aggregated over both processes
+    confusion = json.loads((run / "test_confusion_matrix.json").read_text())["rows_true_cols_pred"]
+    assert sum(map(sum, confusion)) == 6  # every Session 5 test turn counted once, not once per process
 
 
 def test_predict_writes_one_line_per_utterance(chain: StageChain, tmp_path: Path) -> None:
-    import json
 
     out = tmp_path / "predictions.jsonl"
     MeritslCLI(

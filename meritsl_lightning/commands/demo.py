@@ -20,6 +20,9 @@ import sys
 import time
 from pathlib import Path
 
+from meritsl_lightning.commands.generate import GENERATORS
+from meritsl_lightning.errors import InvalidInput
+
 STAGES = (
     "stage1_text", "stage1_audio", "stage2_text", "stage2_audio", "stage3",
     "care_pretrain", "stage1_audio_care", "stage2_audio_care", "stage3_care",
@@ -52,8 +55,8 @@ DEFAULT_CONFIGS = Path(__file__).resolve().parents[2] / "experiments" / "demo"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="meritsl demo", description=__doc__.splitlines()[0])
-    p.add_argument("--corpus", default="iemocap", help="which generated corpus layout (see `meritsl generate -h`)")
+    p = argparse.ArgumentParser(prog="meritsl demo", description=__doc__.splitlines()[0], allow_abbrev=False)
+    p.add_argument("--corpus", default="iemocap", choices=sorted(GENERATORS), help="which generated corpus layout")
     p.add_argument("--out", default=None, help="folder for the corpus, models, logs and summary.json (default runs/demo, or runs/demo-<corpus>)")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated corpus")
     p.add_argument("--size", type=int, default=None, help="corpus size (default: the generator's)")
@@ -65,11 +68,38 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_overrides(overrides: list[str]) -> None:
+    """Refuse a mistyped option before minutes of work: stage overrides are LightningCLI keys with a dot."""
+    for arg in overrides:
+        if arg.startswith("-") and "." not in arg.split("=", 1)[0]:
+            raise InvalidInput(
+                f"unrecognized argument {arg!r} (options are listed by --help; stage overrides look like "
+                "--trainer.accelerator=cuda)"
+            )
+
+
+def check_stage_order(stages: list[str], recorded: set[str]) -> None:
+    """Every stage's upstream checkpoints come from an earlier stage of this run or a recorded earlier run."""
+    available = set(recorded)
+    for stage in stages:
+        needed = {name for v in UPSTREAM_ARGS.get(stage, {}).values() for _, name, _, _ in string.Formatter().parse(v) if name}
+        missing = sorted(needed - available)
+        if missing:
+            raise InvalidInput(
+                f"--stages: {stage} needs {', '.join(missing)}, which neither runs before it nor is recorded in an "
+                "earlier run's summary.json in --out"
+            )
+        available.add(stage)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     overrides = [*args.overrides, *extra]
+    check_overrides(overrides)
     out = Path(args.out or ("runs/demo" if args.corpus == "iemocap" else f"runs/demo-{args.corpus}")).resolve()
+    recorded = json.loads((out / "summary.json").read_text()) if (out / "summary.json").is_file() else {}
+    check_stage_order(args.stages, {stage for stage, entry in recorded.items() if entry.get("checkpoint")})
     os.environ["MERITSL_DEMO_DIR"] = str(out)  # the demo configs interpolate it
     started = time.perf_counter()
 
@@ -81,10 +111,6 @@ def main(argv: list[str] | None = None) -> int:
     checkpoints = {stage: entry.get("checkpoint") for stage, entry in summary.items()}
     for stage in args.stages:
         t0 = time.perf_counter()
-        needed = {name for v in UPSTREAM_ARGS.get(stage, {}).values() for _, name, _, _ in string.Formatter().parse(v) if name}
-        missing = sorted(needed - set(checkpoints))
-        if missing:
-            raise SystemExit(f"[demo] {stage} needs {missing} from an earlier run of this demo (--stages)")
         stage_args = [f"--model.init_args.{k}={v.format(**checkpoints)}" for k, v in UPSTREAM_ARGS.get(stage, {}).items()]
         stage_args.append(f"--trainer.logger.init_args.name={stage}")
         config = Path(args.configs) / (f"{stage}.yaml" if stage in PRETRAINING else f"{args.corpus}_{CONFIGS.get(stage, stage)}.yaml")

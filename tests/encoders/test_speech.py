@@ -81,7 +81,10 @@ def test_hf_shapes_and_frozen(wavlm: HFSpeechEncoder) -> None:
     # The output is an ordinary tensor: a trainable head can take gradients through it.
     head = torch.nn.Linear(32, 2)
     head(feats[:, -1]).sum().backward()
-    assert head.weight.grad is not None
+    # d(sum of outputs)/d(weight) is the batch sum of the inputs for each output row; the encoder gets none
+    torch.testing.assert_close(head.weight.grad, feats[:, -1].sum(0).expand(2, -1))
+    assert head.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in wavlm.parameters())
 
 
 def test_hf_padding_invariance(wavlm: HFSpeechEncoder) -> None:

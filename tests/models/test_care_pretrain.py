@@ -15,12 +15,14 @@ import torch
 from data_modules.care_pretrain import CAREPretrainDataModule
 from data_modules.iemocap_parser import parse_iemocap
 from data_modules.manifest import CorpusProblem
-from meritsl_lightning.checkpoints import CheckpointMismatch, load_care_model
+from meritsl_lightning.checkpoints import CheckpointMismatch, load_care_model, read_stage_checkpoint
 from meritsl_lightning.cli import MeritslCLI
+from meritsl_lightning.encoders.cache import file_identity
 from meritsl_lightning.encoders.care_speech import CAREEncoder
 from meritsl_lightning.encoders.speech import build_speech_encoder
 from meritsl_lightning.models.care import CAREPretrainModule
 from meritsl_lightning.tiny_models import build_tiny_roberta, build_tiny_wavlm
+from tests.metric_checks import assert_metrics_match_confusion
 from tests.models.test_text_pretrain import write_silver
 from tests.stage_runner import StageChain
 from tests.test_cli import clean_env
@@ -121,7 +123,9 @@ def test_stages_one_to_three_run_on_care_features(chain: StageChain, care_run: C
     stage2 = fit_with_upstream(chain, "stage2_audio", "stage2_audio_care", stage1_checkpoint=ckpt1)
     ckpt2 = stage2.trainer.checkpoint_callback.best_model_path
     stage3 = fit_with_upstream(chain, "stage3", "stage3_care", stage2_audio_checkpoint=ckpt2)
-    assert 0.0 <= stage3.test_results[0]["test/weighted_f1"] <= 1.0
+    assert_metrics_match_confusion(stage3.trainer.log_dir, stage3.test_results[0])
+    meta = read_stage_checkpoint(stage3.trainer.checkpoint_callback.best_model_path, role="stage3", stages=("stage3",))
+    assert meta.upstream_identity == f"{file_identity(chain.checkpoints['stage2_text'])}|{file_identity(ckpt2)}"
 
 
 def test_retraining_care_between_stage1_and_stage2_is_caught(chain: StageChain, care_run: CARERun, tmp_path: Path) -> None:

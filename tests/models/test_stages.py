@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from meritsl_lightning.checkpoints import CheckpointMismatch, read_stage_checkpoint
 from meritsl_lightning.cli import MeritslCLI
 from meritsl_lightning.models import ContextModule, FusionModule, SpeechUtteranceModule, TextUtteranceModule
+from tests.metric_checks import assert_metrics_match_confusion
 from tests.stage_runner import StageChain
 
 EXPECTED = {
@@ -31,16 +33,18 @@ def test_stage_trains_tests_and_records_its_identity(chain: StageChain, stage: s
     cli = chain.clis[stage]
     assert type(cli.model) is cls
     results = cli.test_results[0]
-    for key in METRICS:
-        assert key in results
-        assert 0.0 <= results[key] <= (1.0 if key != "test/loss" else 100.0)
+    assert set(METRICS) <= set(results)
+    log_dir = Path(cli.trainer.log_dir)
+    assert_metrics_match_confusion(log_dir, results)
     meta = read_stage_checkpoint(chain.checkpoints[stage], role=stage, stages=(stage_name,), modality=modality)
     assert meta.label_names == ["hap", "sad", "neu", "ang"]
     assert meta.embedding_dim == cli.model.embedding_dim
-    log_dir = Path(cli.trainer.log_dir)
     confusion = json.loads((log_dir / "test_confusion_matrix.json").read_text())
     assert sum(map(sum, confusion["rows_true_cols_pred"])) == 6  # the fixture's 4-class Session 5 turns
-    assert (log_dir / "config.yaml").is_file()
+    config = yaml.safe_load((log_dir / "config.yaml").read_text())
+    assert config["model"]["class_path"].startswith("meritsl_lightning.models.")
+    assert config["model"]["class_path"].rsplit(".", 1)[1] == cls.__name__
+    assert config["data"]["init_args"]["root"] == str(chain.corpus)
     assert json.loads((log_dir / "test_metrics.json").read_text())["best_checkpoint"] == chain.checkpoints[stage]
     # the next stage's config finds the latest best checkpoint at a stable path
     assert (log_dir.parent / "best.ckpt").resolve() == Path(chain.checkpoints[stage]).resolve()

@@ -143,6 +143,13 @@ def test_missing_config_file(capsys: pytest.CaptureFixture[str], tmp_path: Path)
     assert line == f"meritsl fit: error: config: File does not exist: '{tmp_path / 'nope.yaml'}'"
 
 
+def test_trainer_setting_this_machine_cannot_run(capsys: pytest.CaptureFixture[str], small: tuple[Path, Path], tmp_path: Path) -> None:
+    corpus, roberta = small
+    status, line = run_main(capsys, *stage1_text_args(corpus, roberta, tmp_path, "--trainer.accelerator=mps"))
+    assert status == 2
+    assert line.startswith("meritsl fit: error: ") and "MPSAccelerator" in line and "not available" in line
+
+
 # ------------------------------------------------------------------ corpus and output folders
 
 

@@ -24,9 +24,10 @@ from meritsl_lightning.encoders.provenance import (
     text_encoder_record,
 )
 from meritsl_lightning.encoders.speech import SpeechEncoder, build_speech_encoder, extract_features
-from meritsl_lightning.encoders.text import TextEncoder, TextPooling
+from meritsl_lightning.encoders.text import DEFAULT_LENGTH_BUCKETS, TextEncoder, TextPooling
 from meritsl_lightning.errors import InvalidInput
 from meritsl_lightning.models.base import BaseStageModule, ClassWeights
+from meritsl_lightning.models.fast_text_step import FastStep, FastTextStep
 from meritsl_lightning.nn.heads import SpeechUtteranceHead
 
 log = logging.getLogger(__name__)
@@ -44,11 +45,12 @@ def build_text_encoder(source: str, pooling: TextPooling, max_length: int) -> tu
     return encoder, text_encoder_record(source, base=encoder.transformer.name_or_path)
 
 
-class TextUtteranceModule(BaseStageModule):
+class TextUtteranceModule(FastTextStep, BaseStageModule):
     """Stage I text: transformer + pooling + dropout + linear classifier, fine-tuned end to end.
 
     ``model_name_or_path`` is a Hugging Face id or folder, or a ``TextPretrainModule`` checkpoint (``.ckpt``,
     the LLM-supervised "RoBERTa-FT"): then its encoder is loaded and its 3-way head discarded.
+    ``fast_step`` / ``compile_step`` / ``length_buckets`` choose the training step (models/fast_text_step.py).
     """
 
     stage = "stage1"
@@ -69,6 +71,9 @@ class TextUtteranceModule(BaseStageModule):
         warmup_ratio: float = 0.06,
         cache_dir: str | None = None,
         class_weights: ClassWeights = None,
+        fast_step: FastStep = "auto",
+        compile_step: FastStep = "auto",
+        length_buckets: list[int] = list(DEFAULT_LENGTH_BUCKETS),  # noqa: B006 - read only
     ) -> None:
         super().__init__(label_names, task, lr, weight_decay, warmup_ratio, cache_dir, class_weights)
 

@@ -175,7 +175,7 @@ def warmup_module(out: Path, tokenizer: Any, lengths: list[int], batch_size: int
     texts = []
     for length in lengths:
         n = max(1, length - 3)
-        while len(tokenizer(" ".join([word] * n))["input_ids"]) > length and n > 1:
+        while len(tokenizer(" ".join([word] * n), truncation=True, max_length=length + 1)["input_ids"]) > length and n > 1:
             n -= 1
         texts += [" ".join([word] * n)] * batch_size
     dm = SilverDataModule(str(write_silver(out / f"warmup-{'-'.join(map(str, lengths))}.jsonl", texts)), batch_size=batch_size,
@@ -230,7 +230,9 @@ def main() -> int:
     results = {name: run() for name, run in runs.items()}
     name = torch.cuda.get_device_name() if cuda else "cpu"
     peak_flops = next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
-    print(f"text training step, {params / 1e6:.0f} M parameters, batch {args.batch_size}, {steps} timed steps, {name}")
+    print(f"text training step, {params / 1e6:.1f} M parameters, batch {args.batch_size}, {steps} timed steps, {name}")
+    if not cuda:
+        print("  (on a CPU the plain loop runs fp32 and uncompiled, and ours runs its eager fallback: a check of the code)")
     for label, r in results.items():
         r["mfu"] = 6 * params * r["tok_s"] / peak_flops if peak_flops else None
         mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "n/a"

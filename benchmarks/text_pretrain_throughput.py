@@ -227,17 +227,18 @@ def main() -> int:
     fast = model(fast_step="on")
     runs["ours (LightningModule, fast step)"] = lambda: lightning_run(fast, dm, warmup_module(out, tokenizer, buckets, args.batch_size),
                                                                        accelerator, precision, steps)  # fmt: skip
-    results = {name: run() for name, run in runs.items()}
     name = torch.cuda.get_device_name() if cuda else "cpu"
     peak_flops = next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
     print(f"text training step, {params / 1e6:.1f} M parameters, batch {args.batch_size}, {steps} timed steps, {name}")
     if not cuda:
         print("  (on a CPU the plain loop runs fp32 and uncompiled, and ours runs its eager fallback: a check of the code)")
-    for label, r in results.items():
+    results = {}
+    for label, run in runs.items():  # each row printed when measured: a run stopped early keeps its rows
+        r = results[label] = run()
         r["mfu"] = 6 * params * r["tok_s"] / peak_flops if peak_flops else None
         mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "n/a"
         peak = f"{r['peak_gib']:.1f} GiB" if cuda else "n/a"
-        print(f"  {label:<42} {r['utt_s']:8.1f} utt/s {r['tok_s']:9.0f} tok/s {r['ms_step']:8.1f} ms/step  MFU {mfu:>6}  peak {peak}")
+        print(f"  {label:<42} {r['utt_s']:8.1f} utt/s {r['tok_s']:9.0f} tok/s {r['ms_step']:8.1f} ms/step  MFU {mfu:>6}  peak {peak}", flush=True)
     ours, naive = results["ours (LightningModule, fast step)"], results["naive (fp32, static 128)"]
     plain = results["plain (bf16, bucketed, layers compiled)"]
     ratios = {"ours/naive": ours["utt_s"] / naive["utt_s"], "ours/plain": ours["utt_s"] / plain["utt_s"]}

@@ -82,3 +82,14 @@ def train_chain(root: Path) -> StageChain:
         chain.clis[stage] = cli
         chain.checkpoints[stage] = cli.trainer.checkpoint_callback.best_model_path
     return chain
+
+
+def demo_layout(chain: StageChain, root: Path) -> Path:
+    """A folder laid out as the demo configs read it (``MERITSL_DEMO_DIR``: ``data/IEMOCAP_full_release``,
+    ``logs/stage2_{text,audio}/best.ckpt``), filled from the tiny chain, so Stage III demo configs run on it."""
+    (root / "data").mkdir(parents=True)
+    (root / "data" / "IEMOCAP_full_release").symlink_to(chain.corpus)
+    for stage in ("stage2_text", "stage2_audio"):
+        (root / "logs" / stage).mkdir(parents=True)
+        (root / "logs" / stage / "best.ckpt").symlink_to(chain.checkpoints[stage])
+    return root

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from meritsl_lightning.cli import MeritslCLI
-from tests.stage_runner import StageChain
+from tests.stage_runner import StageChain, demo_layout
 
 REPO = Path(__file__).resolve().parent.parent
 OVERLAY = REPO / "experiments" / "logging" / "wandb.yaml"
@@ -55,22 +55,18 @@ def test_overlay_after_any_stage_config_adds_wandb_and_keeps_the_csv_logger(conf
     assert resolved["trainer"]["logger"]["class_path"].endswith("CSVLogger")
 
 
-def test_stage_run_logs_to_wandb_offline_with_no_secret(chain: StageChain, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_demo_stage_logs_to_wandb_offline_with_no_secret(chain: StageChain, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     wandb_home = tmp_path / "wandb_home"
     for var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
         monkeypatch.setenv(var, str(wandb_home))
     monkeypatch.setenv("WANDB_MODE", "offline")
     for name, value in FAKE_SECRETS.items():
         monkeypatch.setenv(name, value)
-    root = tmp_path / "runs"
-    cli = chain.fit(
-        "stage3",
-        f"--trainer.default_root_dir={root}",
-        f"--trainer.logger.init_args.save_dir={root}",
-        "--trainer.max_epochs=2",
-        "--config",
-        str(OVERLAY),
-    )
+    demo = demo_layout(chain, tmp_path / "demo")
+    monkeypatch.setenv("MERITSL_DEMO_DIR", str(demo))
+    config = REPO / "experiments" / "demo" / "iemocap_stage3.yaml"
+    cli = MeritslCLI(args=["fit", "--config", str(config), "--config", str(OVERLAY), "--trainer.max_epochs=2", "--trainer.enable_progress_bar=false"])
+    root = demo / "logs"
     run_dir = Path(cli.trainer.log_dir)
     assert run_dir == root / "stage3" / "version_0"  # the CSV logger still owns the run folder
     for name in ("config.yaml", "metrics.csv", "checkpoints/best.ckpt", "checkpoints/last.ckpt", "test_metrics.json", "test_confusion_matrix.json"):
@@ -89,10 +85,10 @@ def test_stage_run_logs_to_wandb_offline_with_no_secret(chain: StageChain, tmp_p
     assert {"val/weighted_f1", "train/loss_epoch", "val/loss"} <= set(run["summary"])
     assert "table" in str(run["summary"]["test/confusion_matrix_counts"])
     assert "test/confusion_matrix_table" in run["summary"]  # W&B's confusion-matrix plot
-    assert run["config"]["model.init_args.dim"] == 8 and run["config"]["wandb.log_model"] is False
+    assert run["config"]["model.init_args.dim"] == 32 and run["config"]["wandb.log_model"] is False
 
     secrets = list(FAKE_SECRETS.values())
-    assert files_containing([run_dir, root, wandb_home], secrets) == []
+    assert files_containing([demo, wandb_home], secrets) == []
     with open(run_dir / "checkpoints" / "best.ckpt", "rb") as f:
         assert not any(s.encode() in f.read() for s in secrets)
 

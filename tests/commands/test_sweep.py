@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from meritsl_lightning.commands import sweep as sweep_cmd
-from tests.stage_runner import StageChain
+from tests.stage_runner import StageChain, demo_layout
 
 REPO = Path(__file__).resolve().parents[2]
 SWEEPS = sorted((REPO / "experiments" / "sweeps").glob("*.yaml"))
@@ -276,23 +276,13 @@ def test_a_folder_holding_another_sweep_is_refused(fake: Path, capsys: pytest.Ca
 
 
 # -- real runs: the demo's Stage III sweep on a generated corpus ----------------------------------------------
-def demo_dir(chain: StageChain, root: Path) -> Path:
-    """The folder layout the demo configs read (MERITSL_DEMO_DIR), filled from the tiny trained chain."""
-    (root / "data").mkdir(parents=True)
-    (root / "data" / "IEMOCAP_full_release").symlink_to(chain.corpus)
-    for stage in ("stage2_text", "stage2_audio"):
-        (root / "logs" / stage).mkdir(parents=True)
-        (root / "logs" / stage / "best.ckpt").symlink_to(chain.checkpoints[stage])
-    return root
-
-
 @pytest.mark.slow  # three `meritsl fit` processes (each imports torch): 40-60 s on 2 idle cores, minutes when busy
 def test_demo_stage3_sweep_runs_two_meritsl_fit_runs(chain: StageChain, tmp_path: Path) -> None:
     spec = yaml.safe_load((REPO / "experiments" / "sweeps" / "demo_stage3.yaml").read_text())
     spec["command"][spec["command"].index("${args}") : 0] = ["--trainer.max_epochs=2", "--trainer.enable_progress_bar=false"]
     path = tmp_path / "demo_stage3_quick.yaml"
     path.write_text(yaml.safe_dump(spec))
-    demo = demo_dir(chain, tmp_path / "demo")
+    demo = demo_layout(chain, tmp_path / "demo")
     out = tmp_path / "sweep"
     done = run_sweep(str(path), "--count", "2", "--out", str(out), env={"MERITSL_DEMO_DIR": str(demo)}, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]

@@ -2,7 +2,7 @@
 
 Table runs are ``meritsl fit --config <the stage's config> --seed_everything=S``, with the corpus folder, the
 Stage I encoders and each seed's own earlier checkpoints given as overrides, and the run folder set through
-the config's CSV logger (``<out>/runs/<corpus>/<stage>/seed<S>-<key>``). In generated mode, one step per
+the config's CSV logger (``<out>/runs/<corpus>/<stage>/seed<S>/run-<key>``). In generated mode, one step per
 corpus first writes the generated corpus and the demo's tiny models. The pre-training chain (prepare ->
 transcribe -> pseudo-label -> text pre-training -> CARE pre-training) is a list of steps too, whose
 checkpoints the Stage I runs then start from.
@@ -91,8 +91,8 @@ def table_steps(table: TableSpec, inputs: Inputs, stages: list[str] | None = Non
                     f"--seed_everything={seed}",
                     QUIET,
                     "--trainer.default_root_dir={run_dir}",
-                    f"--trainer.logger.init_args.save_dir={inputs.out / 'runs' / corpus}",
-                    f"--trainer.logger.init_args.name={stage.name}",
+                    f"--trainer.logger.init_args.save_dir={inputs.out / 'runs' / corpus / stage.name}",
+                    f"--trainer.logger.init_args.name=seed{seed}",
                     "--trainer.logger.init_args.version={run_name}",
                     f"--data.init_args.root={root}",
                     f"--data.init_args.protocol={spec.protocol}",
@@ -113,8 +113,9 @@ def table_steps(table: TableSpec, inputs: Inputs, stages: list[str] | None = Non
                     Step(
                         id=f"{corpus}/{stage.name}/seed{seed}",
                         argv=argv,
-                        parent=inputs.out / "runs" / corpus / stage.name,
-                        prefix=f"seed{seed}",
+                        # one folder per seed: runs of other seeds in parallel never share the best.ckpt pointer
+                        parent=inputs.out / "runs" / corpus / stage.name / f"seed{seed}",
+                        prefix="run",
                         deps=deps,
                         env=dict(inputs.corpus_env.get(corpus, {})),
                         unkeyed=tuple(inputs.extra_configs),

@@ -23,7 +23,7 @@ from meritsl_lightning.reproduce.tables import TABLE1
 STAGES = [s.name for s in TABLE1.stages]
 CORPUS_VARIABLES = ("IEMOCAP_ROOT", "MELD_ROOT", "MOSI_ROOT", "CMU_MOSI_ROOT", "TEXT_ENCODER", "SPEECH_ENCODER",
                     "MSP_PODCAST_ROOT", "LLM_MODEL", "LLM_BASE_URL")  # fmt: skip
-GENERATED = ["table1", "--generated", "--corpora", "iemocap", "--seeds", "0", "1", "--generated-size", "4", "--parallel", "2"]
+GENERATED = ["table1", "--generated", "--corpora", "iemocap", "--seeds", "0", "1", "--generated-size", "4"]
 TINY = ["--", "--trainer.max_epochs=1"]
 
 
@@ -57,8 +57,8 @@ def _main(argv: list[str]) -> tuple[int, str]:
 def _run_folders(out: Path) -> dict[tuple[str, int], Path]:
     """(stage, seed) -> the run folder this test finds on its own: the finished one with test metrics."""
     found = {}
-    for metrics in sorted((out / "runs" / "iemocap").glob("*/seed*-*/test_metrics.json")):
-        stage, seed = metrics.parent.parent.name, int(metrics.parent.name.split("-")[0].removeprefix("seed"))
+    for metrics in sorted((out / "runs" / "iemocap").glob("*/seed*/run-*/test_metrics.json")):
+        stage, seed = metrics.parents[2].name, int(metrics.parents[1].name.removeprefix("seed"))
         assert (stage, seed) not in found, f"two finished runs for {stage} seed {seed}"
         found[(stage, seed)] = metrics.parent
     return found
@@ -105,6 +105,7 @@ def test_each_seed_chain_reads_its_own_earlier_checkpoints(reproduction: tuple[P
             assert config["seed_everything"] == seed
             for arg, upstream in args.items():
                 assert Path(config["model"]["init_args"][arg]).parent.parent == runs[(upstream, seed)]
+    assert (out / "runs" / "iemocap" / "stage3" / "seed1" / "best.ckpt").is_symlink()  # per-seed pointer
 
 
 def test_resume_redoes_only_the_missing_runs(reproduction: tuple[Path, int, str]) -> None:

@@ -19,7 +19,7 @@ import torch
 
 from meritsl_lightning.checkpoints import read_stage_checkpoint
 from meritsl_lightning.inference.bundle import Bundle
-from meritsl_lightning.models.base import BaseStageModule
+from meritsl_lightning.models.base import STAGE1_COPIES, BaseStageModule
 
 MODALITIES = ("text", "audio")
 
@@ -46,6 +46,10 @@ def _load(bundle: Bundle, role: str, device: torch.device) -> BaseStageModule:
     overrides: dict[str, Any] = {"cache_dir": None}  # nothing is cached at analysis time
     source: str | io.BytesIO = str(path)
     if role == "stage3":
+        for modality in ("text", "audio"):  # Stage III's stale-feature check follows Stage II down to Stage I
+            if f"stage1_{modality}" in bundle.roles:
+                stage1 = read_stage_checkpoint(str(bundle.checkpoint(f"stage1_{modality}")), role="bundle", stages=("stage1",))
+                STAGE1_COPIES[stage1.identity] = stage1.path
         overrides.update(
             stage2_text_checkpoint=str(bundle.checkpoint("stage2_text")),
             stage2_audio_checkpoint=str(bundle.checkpoint("stage2_audio")),

@@ -428,6 +428,8 @@ def current_speech_encoder(checkpoint: StageCheckpoint, role: str | None = None)
     return _speech_encoder_identity(checkpoint.path, checkpoint.identity, role)
 
 
+# sha256 -> path of a Stage I checkpoint that lives elsewhere than its Stage II records (a bundle's copy)
+STAGE1_COPIES: dict[str, str] = {}
 # (checkpoint path, its sha256, the encoder files' sizes and times) -> verified identity: the encoder is built once
 _IDENTITIES: dict[tuple[str, str, tuple], str] = {}
 
@@ -447,7 +449,10 @@ def _speech_encoder_identity(path: str, file_identity: str, role: str) -> str:
     if memo in _IDENTITIES:
         return _IDENTITIES[memo]
     if meta["stage"] != "stage1":  # a Stage II (or later) speech model: follow it down to its Stage I
-        upstream = read_stage_checkpoint(hparams["stage1_checkpoint"], role=f"{role} -> stage1_checkpoint", stages=("stage1",))
+        # a byte-identical copy registered by content (e.g. in a model bundle) stands in for the recorded path
+        stage1_sha = (meta.get("upstream_identity") or "").split("|")[0]
+        stage1_path = STAGE1_COPIES.get(stage1_sha, hparams["stage1_checkpoint"])
+        upstream = read_stage_checkpoint(stage1_path, role=f"{role} -> stage1_checkpoint", stages=("stage1",))
         identity = _speech_encoder_identity(upstream.path, upstream.identity, f"{role} -> stage1_checkpoint")
     else:
         spec, options = hparams["speech_encoder"], hparams.get("encoder_options") or {}

@@ -115,11 +115,6 @@ def test_export_refuses_wrong_stage_and_occupied_folder(chain: StageChain, bundl
     assert "--force" in capsys.readouterr().err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: Stage III's stale-feature check follows the Stage II audio checkpoint's recorded "
-    "stage1_checkpoint path, which the bundle loader does not remap",
-)
 def test_bundle_loads_without_the_original_run_folders(chain: StageChain, bundle: Path, tmp_path: Path) -> None:
     moved = chain.root.with_name(chain.root.name + "-moved")
     chain.root.rename(moved)  # the runs, the tiny RoBERTa folder and the cache are all under it

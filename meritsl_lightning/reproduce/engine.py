@@ -45,13 +45,13 @@ def fit_product(run_dir: Path) -> dict[str, Any]:
 
 @dataclass
 class Step:
-    """One command of a plan (see the module docstring for the placeholders)."""
+    """One command of a plan (see the module docstring for the ``{name[field]}`` template fields)."""
 
     id: str
     argv: list[str]  # arguments of the Python interpreter, e.g. ["-m", "meritsl_lightning", "fit", ...]
     parent: Path  # the run folder is <parent>/<prefix>-<key>
     prefix: str
-    deps: dict[str, str] = field(default_factory=dict)  # placeholder name -> step id
+    deps: dict[str, str] = field(default_factory=dict)  # template name in ``{name[field]}`` -> step id
     done_files: tuple[str, ...] = ("test_metrics.json",)
     product: Callable[[Path], dict[str, Any]] = fit_product
     fresh: bool = True  # an unfinished folder is cleared first (fits); False: the command resumes by itself

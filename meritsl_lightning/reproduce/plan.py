@@ -37,7 +37,7 @@ class Inputs:
 
     out: Path
     seeds: list[int]
-    roots: dict[str, str]  # corpus -> folder, or a placeholder naming a generated step's product
+    roots: dict[str, str]  # corpus -> folder, or a ``{name[field]}`` template naming a generated step's product
     text: Encoder
     speech: Encoder
     generated: bool = False
@@ -137,7 +137,7 @@ def table_steps(table: TableSpec, inputs: Inputs, stages: list[str] | None = Non
 class Pretraining:
     """The inputs of the pre-training chain."""
 
-    msp_root: str  # a folder or a placeholder naming a generated step's product
+    msp_root: str  # a folder or a ``{name[field]}`` template naming a generated step's product
     whisper: str
     llm: list[str]  # pseudo-label back-end options: --backend ... --model ... [--base-url ... --api-key-env ...]
     transcribe_options: list[str] = field(default_factory=list)

@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 APT_PACKAGES := ffmpeg espeak-ng sox
 OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline
 
-.PHONY: install test test-slow demo demo-pretrain lint benchmark gpu-check clean reproduce-table1
+.PHONY: install test test-slow demo demo-pretrain lint benchmark gpu-check clean reproduce-table1 reproduce-fig4 reproduce-oof
 
 install: $(STAMP)
 
@@ -47,16 +47,21 @@ gpu-check: install
 # make reproduce-table1 [IEMOCAP_ROOT=.. MELD_ROOT=.. MOSI_ROOT=..] [SEEDS="0 1 2 3 4"] [OUT=runs/table1]
 #   [TEXT_ENCODER=..] [SPEECH_ENCODER=care:..] [MSP_PODCAST_ROOT=.. LLM_MODEL=.. LLM_BASE_URL=.. LLM_API_KEY_ENV=..]
 #   [GENERATED=1] [PARALLEL=N] [WANDB=1]   (see README, "Reproducing Table 1")
-reproduce-table1: SEEDS ?= 0 1 2 3 4
-reproduce-table1: OUT ?= runs/table1
-reproduce-table1: install
-	$(if $(filter 1,$(GENERATED)),$(OFFLINE)) $(BIN)/meritsl reproduce table1 --seeds $(SEEDS) --out "$(OUT)" \
+# make reproduce-fig4: the same variables; hierarchical vs end-to-end training on IEMOCAP (README, "Figure 4")
+# make reproduce-oof: the same variables; the hierarchy on in-sample vs out-of-fold Stage I embeddings
+REPRODUCE_ARGS = --seeds $(SEEDS) --out "$(OUT)" \
 	  --parallel $(or $(PARALLEL),1) $(if $(filter 1,$(GENERATED)),--generated) $(if $(filter 1,$(WANDB)),--wandb) \
 	  $(if $(IEMOCAP_ROOT),--iemocap-root "$(IEMOCAP_ROOT)") $(if $(MELD_ROOT),--meld-root "$(MELD_ROOT)") \
 	  $(if $(MOSI_ROOT),--mosi-root "$(MOSI_ROOT)") $(if $(TEXT_ENCODER),--text-encoder "$(TEXT_ENCODER)") \
 	  $(if $(SPEECH_ENCODER),--speech-encoder "$(SPEECH_ENCODER)") \
 	  $(if $(MSP_PODCAST_ROOT),--msp-podcast-root "$(MSP_PODCAST_ROOT)") $(if $(LLM_MODEL),--llm-model "$(LLM_MODEL)") \
 	  $(if $(LLM_BASE_URL),--llm-base-url "$(LLM_BASE_URL)") $(if $(LLM_API_KEY_ENV),--llm-api-key-env "$(LLM_API_KEY_ENV)")
+
+REPRODUCTIONS := reproduce-table1 reproduce-fig4 reproduce-oof
+$(REPRODUCTIONS): SEEDS ?= 0 1 2 3 4
+$(REPRODUCTIONS): OUT ?= runs/$(patsubst reproduce-%,%,$@)
+$(REPRODUCTIONS): install
+	$(if $(filter 1,$(GENERATED)),$(OFFLINE)) $(BIN)/meritsl reproduce $(patsubst reproduce-%,%,$@) $(REPRODUCE_ARGS)
 
 clean:
 	rm -rf runs .pytest_cache

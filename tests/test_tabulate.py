@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 from meritsl_lightning.commands.tabulate import collect, main
-from meritsl_lightning.reproduce.aggregate import PLAN_FILE
+from meritsl_lightning.reproduce.aggregate import plan_path
 from meritsl_lightning.reproduce.engine import MARKER
 
 
@@ -76,7 +76,7 @@ def test_plan_file_selects_the_runs_of_the_last_reproduction(tmp_path: Path) -> 
     _run(tmp_path, "stage1_text", 0, 0.90, finished_at=2, name="b")  # newer, but not the reproduction's
     blocked = {"table": "table1", "corpus": "iemocap", "protocol": "iemocap4", "stage": "stage2_text", "seed": 0,
                "text_encoder": "t", "speech_encoder": "s", "status": "blocked", "message": "not run: iemocap/stage1_text/seed0 failed"}  # fmt: skip
-    (tmp_path / PLAN_FILE).write_text(json.dumps({"run_dirs": [str(chosen)], "blocked": [blocked]}))
+    plan_path(tmp_path, "table1").write_text(json.dumps({"run_dirs": [str(chosen)], "blocked": [blocked]}))
     assert main([str(tmp_path), "--json", str(tmp_path / "t.json")]) == 0
     table = json.loads((tmp_path / "t.json").read_text())
     assert [r["test_weighted_f1"] for r in table["rows"] if r["stage"] == "stage1_text"] == [[0.5]]

@@ -1,8 +1,9 @@
-"""``meritsl reproduce table1``: the paper's stage-wise table, every available corpus x stage x seed, through
-the same ``experiments/`` configs a user runs by hand (``make reproduce-table1``).
+"""``meritsl reproduce table1|fig4|oof``: the paper's stage-wise table, every available corpus x stage x seed,
+through the same ``experiments/`` configs a user runs by hand (``make reproduce-table1``); ``fig4`` adds the
+end-to-end variants, ``oof`` the chain on out-of-fold Stage I embeddings (``make reproduce-fig4`` / ``-oof``).
 
 Each run is a ``meritsl fit`` subprocess in its own keyed folder under ``OUT/runs/``; a killed reproduction
-started again skips every finished run and redoes only the others. Writes ``OUT/table1.{md,csv,json,png}``.
+started again skips every finished run and redoes only the others. Writes ``OUT/<table>.{md,csv,json,png}``.
 """
 
 from __future__ import annotations
@@ -269,7 +270,7 @@ def run(table: TableSpec, steps: list, out: Path, args: argparse.Namespace, note
         signal.signal(signal.SIGTERM, previous)
     table_outcomes = [o for o in outcomes.values() if "table" in o.step.meta]
     blocked = [{**o.step.meta, "status": "blocked", "message": o.message} for o in table_outcomes if o.status == "blocked"]
-    write_plan(out, [o.run_dir for o in table_outcomes if o.run_dir is not None], blocked)
+    write_plan(out, table.name, [o.run_dir for o in table_outcomes if o.run_dir is not None], blocked)
     records = select(load_runs(out, table.metric), [str(o.run_dir) for o in table_outcomes if o.run_dir is not None])
     records += [RunRecord(None, b, None) for b in blocked]
     for o in outcomes.values():

@@ -40,14 +40,15 @@ def reproduced_tables(root: Path) -> dict[str, dict[str, Any]]:
     from meritsl_lightning.reproduce.aggregate import build_table, load_runs, read_plan, select
     from meritsl_lightning.reproduce.tables import TABLES
 
-    plan, blocked = read_plan(root)
     tables = {}
     for name, table in TABLES.items():
-        records = [r for r in load_runs(root, table.metric) if r.marker.get("table") == name]
-        if not records:
-            continue
-        chosen = select(records, plan) + [b for b in blocked if b.marker.get("table") == name]
-        tables[name] = build_table(chosen, table)
+        plan, blocked = read_plan(root, name)
+        records = load_runs(root, table.metric)
+        if plan is None:  # no record of the last reproduction: the newest runs first made for this table
+            records = [r for r in records if r.marker.get("table") == name]
+        chosen = select(records, plan) + blocked
+        if chosen:
+            tables[name] = build_table(chosen, table)
     return tables
 
 

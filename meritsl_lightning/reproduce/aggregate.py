@@ -13,8 +13,10 @@ from typing import Any
 from meritsl_lightning.reproduce.engine import MARKER, read_marker
 from meritsl_lightning.reproduce.spec import TableSpec
 
-PLAN_FILE = "reproduce_plan.json"  # the run folders the last reproduction used (tabulate prefers them)
-ROW_FIELDS = ("table", "corpus", "protocol", "stage", "text_encoder", "speech_encoder")
+PLAN_FILE = "{table}.plan.json"  # the run folders the table's last reproduction used (tabulate prefers them)
+# a run folder may serve several tables (Fig. 4 reuses Table 1's stage runs in the same folder): rows are
+# keyed without the table its marker names
+ROW_FIELDS = ("corpus", "protocol", "stage", "text_encoder", "speech_encoder")
 
 
 @dataclass
@@ -76,15 +78,19 @@ def select(records: list[RunRecord], plan: list[str] | None) -> list[RunRecord]:
     return list(best.values())
 
 
-def write_plan(out: Path, run_dirs: list[Path], blocked: list[dict[str, Any]]) -> None:
+def plan_path(out: Path, table: str) -> Path:
+    return out / PLAN_FILE.format(table=table)
+
+
+def write_plan(out: Path, table: str, run_dirs: list[Path], blocked: list[dict[str, Any]]) -> None:
     """Record which run folders this reproduction used and which runs never started (for ``tabulate``)."""
     plan = {"run_dirs": [str(p) for p in run_dirs], "blocked": blocked}
-    (out / PLAN_FILE).write_text(json.dumps(plan, indent=1))
+    plan_path(out, table).write_text(json.dumps(plan, indent=1))
 
 
-def read_plan(out: Path) -> tuple[list[str] | None, list[RunRecord]]:
-    """The run folders of the last reproduction in ``out`` (None without one) and its never-started runs."""
-    path = out / PLAN_FILE
+def read_plan(out: Path, table: str) -> tuple[list[str] | None, list[RunRecord]]:
+    """The run folders of the table's last reproduction in ``out`` (None without one) and its never-started runs."""
+    path = plan_path(out, table)
     if not path.is_file():
         return None, []
     plan = json.loads(path.read_text())
@@ -99,8 +105,8 @@ def build_table(records: list[RunRecord], table: TableSpec) -> dict[str, Any]:
     corpus_order = {c.name: i for i, c in enumerate(table.corpora)}
     stage_order = {s.name: i for i, s in enumerate(table.stages)}
     rows, failed = [], []
-    for key in sorted(groups, key=lambda k: (corpus_order.get(k[1], 99), k[1], k[2], stage_order.get(k[3], 99), k[3], k[4], k[5])):
-        _, corpus, protocol, stage, text_encoder, speech_encoder = key
+    for key in sorted(groups, key=lambda k: (corpus_order.get(k[0], 99), k[0], k[1], stage_order.get(k[2], 99), *k[2:])):
+        corpus, protocol, stage, text_encoder, speech_encoder = key
         runs = sorted(groups[key], key=lambda r: int(r.marker.get("seed", 0)))
         ok = [r for r in runs if r.score is not None]
         for r in runs:

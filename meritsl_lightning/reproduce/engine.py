@@ -3,9 +3,10 @@
 A step is one command line (``python -m meritsl_lightning fit --config ...``). ``{name[field]}`` in its
 arguments or environment is replaced by a field of the product of the step it depends on under ``name``
 (e.g. ``{stage1_text[checkpoint]}``), ``{run_dir}`` / ``{run_parent}`` / ``{run_name}`` by its own folder.
-The folder is ``<parent>/<prefix>-<key>``, the key a hash of the command line as written, the contents of
-the files it names and the products (with their file sizes and times) it consumes: the same config finds
-the same folder, and a step whose inputs were redone gets a new one. A step is finished when its marker
+The folder is ``<parent>/<prefix>-<key>``, the key a hash of the command line as written and of the files it
+names and the products it consumes (files up to 1 MiB by content, larger ones by size and modification time):
+the same config finds the same folder; a step whose input was redone with other bytes gets a new one, while a
+byte-identical redo (a deterministic CPU run) keeps it. A step is finished when its marker
 says so and its ``done_files`` exist; such a step is skipped, anything else is (re)done.
 """
 

@@ -84,53 +84,69 @@ def table_steps(table: TableSpec, inputs: Inputs, stages: list[str] | None = Non
                 if stages is not None and stage.name not in stages:
                     continue
                 config = table.config(corpus, stage.name, inputs.generated)
-                argv = [*MERITSL, "fit", "--config", str(config)]
-                for extra in inputs.extra_configs:
-                    argv += ["--config", extra]
-                argv += [
-                    f"--seed_everything={seed}",
-                    QUIET,
-                    "--trainer.default_root_dir={run_dir}",
-                    f"--trainer.logger.init_args.save_dir={inputs.out / 'runs' / corpus / stage.name}",
-                    f"--trainer.logger.init_args.name=seed{seed}",
-                    "--trainer.logger.init_args.version={run_name}",
-                    f"--data.init_args.root={root}",
-                    f"--data.init_args.protocol={spec.protocol}",
-                ]
+                run_parent = inputs.out / "runs" / corpus / stage.name
                 deps = dict(inputs.corpus_deps.get(corpus, {}))
+                for upstream in stage.upstream.values():
+                    name = upstream.split("[")[0]
+                    deps[name] = f"{corpus}/{name}/seed{seed}"
+                if stage.kind == "oof":
+                    full = stage.upstream["full"]
+                    argv = [*MERITSL, "oof", "--config", str(config), "--full", f"{{{full}[checkpoint]}}",
+                            "--out", "{run_dir}/oof.json", "--name", "folds", f"--seed_everything={seed}", QUIET,
+                            "--trainer.default_root_dir={run_dir}", "--trainer.logger.init_args.save_dir={run_dir}"]  # fmt: skip
+                else:
+                    argv = [*MERITSL, "fit", "--config", str(config)]
+                    for extra in inputs.extra_configs:
+                        argv += ["--config", extra]
+                    argv += [
+                        f"--seed_everything={seed}",
+                        QUIET,
+                        "--trainer.default_root_dir={run_dir}",
+                        f"--trainer.logger.init_args.save_dir={run_parent}",
+                        f"--trainer.logger.init_args.name=seed{seed}",
+                        "--trainer.logger.init_args.version={run_name}",
+                    ]
+                argv += [f"--data.init_args.root={root}", f"--data.init_args.protocol={spec.protocol}"]
                 encoder = {"text": inputs.text, "speech": inputs.speech}.get(stage.encoder or "")
                 if encoder is not None and encoder.value is not None:
-                    arg = "model_name_or_path" if stage.encoder == "text" else "speech_encoder"
-                    argv.append(f"--model.init_args.{arg}={encoder.value}")
+                    argv.append(f"--model.init_args.{stage.init_arg_of_encoder()}={encoder.value}")
                     deps.update(encoder.deps)
-                for arg, upstream in stage.upstream.items():
-                    argv.append(f"--model.init_args.{arg}={{{upstream}[checkpoint]}}")
-                    deps[upstream] = f"{corpus}/{upstream}/seed{seed}"
+                if stage.kind == "fit":
+                    for arg, upstream in stage.upstream.items():
+                        field_ = upstream if "[" in upstream else f"{upstream}[checkpoint]"
+                        argv.append(f"--model.init_args.{arg}={{{field_}}}")
+                argv += list(stage.overrides)
                 if inputs.generated:
                     argv += list(table.generated_overrides.get(stage.name, ()))
                 argv += inputs.overrides
+                meta = {
+                    "corpus": corpus,
+                    "protocol": spec.protocol,
+                    "stage": stage.name,
+                    "seed": seed,
+                    "text_encoder": inputs.text.label,
+                    "speech_encoder": inputs.speech.label,
+                }
                 steps.append(
                     Step(
                         id=f"{corpus}/{stage.name}/seed{seed}",
                         argv=argv,
                         # one folder per seed: runs of other seeds in parallel never share the best.ckpt pointer
-                        parent=inputs.out / "runs" / corpus / stage.name / f"seed{seed}",
+                        parent=run_parent / f"seed{seed}",
                         prefix="run",
                         deps=deps,
                         env=dict(inputs.corpus_env.get(corpus, {})),
                         unkeyed=tuple(inputs.extra_configs),
-                        meta={
-                            "table": table.name,
-                            "corpus": corpus,
-                            "protocol": spec.protocol,
-                            "stage": stage.name,
-                            "seed": seed,
-                            "text_encoder": inputs.text.label,
-                            "speech_encoder": inputs.speech.label,
-                        },
+                        # an oof step is an input of table rows, not a row (no "table" in its marker)
+                        meta=meta if stage.kind == "oof" else {"table": table.name, **meta},
+                        **(_OOF_STEP if stage.kind == "oof" else {}),
                     )
                 )
     return steps
+
+
+# `meritsl oof` resumes its folds by itself (<out>.progress.json), so its folder is never cleared
+_OOF_STEP: dict[str, Any] = dict(done_files=("oof.json",), product=_json_product("", oof="oof.json"), fresh=False)
 
 
 @dataclass

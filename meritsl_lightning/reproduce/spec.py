@@ -24,7 +24,10 @@ class StageSpec:
     """One column of runs: ``experiments/<corpus>_<config>.yaml`` with earlier stages' checkpoints wired in.
 
     ``upstream`` maps a model init argument to the stage whose best checkpoint (same corpus, same seed) it
-    takes; ``encoder`` says which encoder switch the stage starts from (``text`` / ``speech`` / None).
+    takes (``stage[field]`` for another field of that stage's product); ``encoder`` says which encoder switch
+    the stage starts from (``text`` / ``speech`` / None). A ``kind="oof"`` stage is no table row: it runs
+    ``meritsl oof`` on the config's Stage I, with the Stage I run its ``upstream["full"]`` names as the
+    full-data model; its product ``oof`` is the ``oof.json`` a Stage II reads.
     """
 
     name: str
@@ -32,6 +35,13 @@ class StageSpec:
     label: str
     upstream: dict[str, str] = field(default_factory=dict)
     encoder: str | None = None
+    encoder_arg: str | None = None  # the model init argument the encoder switch sets (default: Stage I's)
+    folder: str | None = None  # under experiments/: <corpus>_<config>.yaml there, demo_<corpus>_<config>.yaml generated
+    overrides: tuple[str, ...] = ()  # extra `meritsl fit` arguments of this stage's runs (paper and generated)
+    kind: str = "fit"  # fit | oof
+
+    def init_arg_of_encoder(self) -> str:
+        return self.encoder_arg or {"text": "model_name_or_path", "speech": "speech_encoder"}[self.encoder or ""]
 
 
 @dataclass(frozen=True)
@@ -56,5 +66,8 @@ class TableSpec:
         return next(s for s in self.stages if s.name == name)
 
     def config(self, corpus: str, stage: str, generated: bool) -> Path:
+        spec = self.stage(stage)
+        if spec.folder is not None:
+            return EXPERIMENTS / spec.folder / f"{'demo_' if generated else ''}{corpus}_{spec.config}.yaml"
         folder = self.generated_configs if generated else self.paper_configs
-        return folder / f"{corpus}_{self.stage(stage).config}.yaml"
+        return folder / f"{corpus}_{spec.config}.yaml"

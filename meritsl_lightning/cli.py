@@ -104,12 +104,3 @@ def lightning_main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     main(argv)
 
-
-def __getattr__(name: str) -> Any:
-    # MeritslCLI and link_latest_best moved to trainer_cli (imported on use, for start-up time); the old
-    # ``from meritsl_lightning.cli import MeritslCLI`` keeps working
-    if name in ("MeritslCLI", "link_latest_best"):
-        from meritsl_lightning import trainer_cli
-
-        return getattr(trainer_cli, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

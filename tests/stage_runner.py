@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from meritsl_lightning.cli import MeritslCLI
 from meritsl_lightning.tiny_models import build_tiny_roberta
+from meritsl_lightning.trainer_cli import MeritslCLI
 from tests.fixtures.iemocap_layout import default_dialogues, write_iemocap
 
 STAGE_MODELS = {

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from meritsl_lightning.checkpoints import read_stage_checkpoint
-from meritsl_lightning.cli import MeritslCLI
+from meritsl_lightning.trainer_cli import MeritslCLI
 from tests.metric_checks import assert_metrics_match_confusion
 from tests.stage_runner import StageChain
 
@@ -145,6 +145,46 @@ def test_stage3_trains_with_two_process_ddp(chain: StageChain, tmp_path: Path) -
     assert_metrics_match_confusion(run, summary["test"])  # metrics aggregated over both processes
     confusion = json.loads((run / "test_confusion_matrix.json").read_text())["rows_true_cols_pred"]
     assert sum(map(sum, confusion)) == 6  # every Session 5 test turn counted once, not once per process
+
+
+def test_stage2_two_process_ddp_from_an_empty_cache_matches_a_single_process_test(chain: StageChain, tmp_path: Path) -> None:
+    """Both ranks fill an empty embedding cache at once; the DDP run's test metrics (gathered over both ranks)
+    equal a single-process test of its best checkpoint on an empty cache again, entry for entry."""
+    ddp_cache, single_cache = tmp_path / "cache", tmp_path / "ddp_cache"
+    model_args = [a for a in chain.model_args("stage2_audio") if not a.startswith("--model.init_args.cache_dir=")]
+    fit = [
+        sys.executable, "-m", "meritsl_lightning", "fit", *chain.common_args("ddp2"), *model_args,
+        f"--model.init_args.cache_dir={ddp_cache}", "--trainer.strategy=ddp", "--trainer.devices=2",
+        "--trainer.max_epochs=2", f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path}",
+    ]  # fmt: skip
+    out = subprocess.run(fit, capture_output=True, text=True, env=clean_env(), timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "MEMBER: 2/2" in out.stderr
+    run = tmp_path / "ddp2" / "version_0"
+    ddp_test = json.loads((run / "test_metrics.json").read_text())["test"]
+    # the checkpoint's hyper-parameters name the cache folder (Lightning applies them over the command line):
+    # move the DDP run's entries aside so the single process starts from an empty cache at the same path
+    ddp_cache.rename(single_cache)
+    ddp_cache, single_cache = single_cache, ddp_cache
+    test = [
+        sys.executable, "-m", "meritsl_lightning", "test", "--config", str(run / "config.yaml"),
+        f"--ckpt_path={run / 'checkpoints' / 'best.ckpt'}",
+        "--trainer.strategy=auto", "--trainer.devices=1", f"--trainer.logger.init_args.save_dir={tmp_path / 'single'}",
+    ]  # fmt: skip
+    out = subprocess.run(test, capture_output=True, text=True, env=clean_env(), timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    single_test = json.loads(next((tmp_path / "single").rglob("test_metrics.json")).read_text())["test"]
+    assert set(single_test) == set(ddp_test) and "test/weighted_f1" in ddp_test
+    for name, value in ddp_test.items():
+        assert single_test[name] == pytest.approx(value, abs=1e-6), name
+    # the fit filled every split's entries, the test only the test split's: those are the same keys and tensors
+    entries = {p.relative_to(single_cache): ddp_cache / p.relative_to(single_cache) for p in single_cache.rglob("*.pt")}
+    assert len(entries) == 2 and len(list(ddp_cache.rglob("*.pt"))) == 6  # speech features + Stage I embeddings
+    for rel, path in entries.items():  # no torn entry: the same tensors as the single process computed
+        import torch
+
+        # (not bit-equal: a DDP rank runs on fewer threads, so float sums add up in another order)
+        torch.testing.assert_close(torch.load(path)["value"], torch.load(single_cache / rel)["value"], rtol=1e-5, atol=1e-5, msg=str(rel))
 
 
 def test_predict_writes_one_line_per_utterance(chain: StageChain, tmp_path: Path) -> None:

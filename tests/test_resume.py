@@ -16,7 +16,6 @@ import torch
 from torch.utils.data import RandomSampler
 
 from data_modules.batching import BucketBatchSampler, IndexDataset, ResumableDataLoader
-from meritsl_lightning.cli import MeritslCLI
 from meritsl_lightning.resume import (
     FINISHED_MARKER,
     AtomicModelCheckpoint,
@@ -25,6 +24,7 @@ from meritsl_lightning.resume import (
     restore_rng,
     resume_point,
 )
+from meritsl_lightning.trainer_cli import MeritslCLI
 from tests.stage_runner import StageChain
 
 REPO = Path(__file__).resolve().parents[1]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from meritsl_lightning.cli import MeritslCLI
+from meritsl_lightning.trainer_cli import MeritslCLI
 from tests.stage_runner import StageChain, demo_layout
 
 REPO = Path(__file__).resolve().parent.parent

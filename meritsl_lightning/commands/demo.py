@@ -193,7 +193,7 @@ def prepare_inputs(corpus: str, out: Path, seed: int, size: int | None, care: bo
 
 def fit_only(config: Path, overrides: list[str]) -> tuple[float, str]:
     """``meritsl fit --config config`` for a pre-training module: (best monitored score, best checkpoint)."""
-    from meritsl_lightning.cli import MeritslCLI
+    from meritsl_lightning.trainer_cli import MeritslCLI
 
     argv, sys.argv = sys.argv, sys.argv[:1]
     try:
@@ -206,7 +206,7 @@ def fit_only(config: Path, overrides: list[str]) -> tuple[float, str]:
 
 def fit_and_test(config: Path, overrides: list[str]) -> tuple[dict[str, float], str]:
     """``meritsl fit --config config`` (which tests the best-validation checkpoint); its test metrics."""
-    from meritsl_lightning.cli import MeritslCLI
+    from meritsl_lightning.trainer_cli import MeritslCLI
 
     argv, sys.argv = sys.argv, sys.argv[:1]  # the CLI parses `args`, not this command's own argv
     try:

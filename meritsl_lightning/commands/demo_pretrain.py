@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     demo_dir = out / "iemocap"
     os.environ["MERITSL_DEMO_DIR"] = str(demo_dir)
     prepare_inputs("iemocap", demo_dir, args.seed, None, care=False)
-    from meritsl_lightning.cli import MeritslCLI
+    from meritsl_lightning.trainer_cli import MeritslCLI
 
     pretrain = MeritslCLI(
         args=[

@@ -152,7 +152,7 @@ def test_sweep_file_validates_and_renders_the_agents_command(path: Path) -> None
 
 @pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.name)
 def test_sweep_parameters_name_keys_of_their_target_config(path: Path) -> None:
-    from meritsl_lightning.cli import MeritslCLI
+    from meritsl_lightning.trainer_cli import MeritslCLI
 
     spec = sweep_cmd.load_sweep(path)
     line = sweep_cmd.render_command(spec, {})

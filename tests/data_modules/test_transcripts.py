@@ -95,7 +95,7 @@ def test_stage2_tests_on_asr_text_and_says_so(chain: StageChain, tmp_path: Path)
 
 
 def test_meritsl_test_on_asr_text_writes_its_record(chain: StageChain, tmp_path: Path) -> None:
-    from meritsl_lightning.cli import MeritslCLI
+    from meritsl_lightning.trainer_cli import MeritslCLI
 
     path = write_transcripts(tmp_path / "transcripts.jsonl", chain)
     args = [*chain.common_args("stage1_text_asr_test"), *chain.model_args("stage1_text")]

@@ -94,8 +94,8 @@ def test_keys_carry_device_type_and_precision() -> None:
 
 def test_stage1_speech_refuses_a_speech_encoder_changed_under_it(chain: StageChain, tmp_path: Path) -> None:
     """A local Hugging Face speech model changes (re-trained or replaced) between Stage I and Stage II."""
-    from meritsl_lightning.cli import MeritslCLI
     from meritsl_lightning.tiny_models import build_tiny_wavlm
+    from meritsl_lightning.trainer_cli import MeritslCLI
 
     encoder = build_tiny_wavlm(tmp_path / "wavlm", hidden_size=16, num_layers=2, stable_layer_norm=False)
     stage1 = chain.fit("stage1_audio", f"--model.init_args.speech_encoder={encoder}", name="stage1_audio_stale")

@@ -20,13 +20,13 @@ import soundfile as sf
 import torch
 
 from data_modules.manifest import read_manifest
-from meritsl_lightning.cli import MeritslCLI
 from meritsl_lightning.commands import analyze, export, prepare
 from meritsl_lightning.inference.analyzer import Analyzer, Conversation
 from meritsl_lightning.inference.bundle import FORMAT_VERSION, Bundle, BundleError
 from meritsl_lightning.inference.chain import Chain
 from meritsl_lightning.inference.longform import RecordingSegmenter
 from meritsl_lightning.inference.turns import folder_turns
+from meritsl_lightning.trainer_cli import MeritslCLI
 from tests.stage_runner import StageChain
 
 BIN = Path(sys.executable).parent

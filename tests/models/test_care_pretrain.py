@@ -16,12 +16,12 @@ from data_modules.care_pretrain import CAREPretrainDataModule
 from data_modules.iemocap_parser import parse_iemocap
 from data_modules.manifest import CorpusProblem
 from meritsl_lightning.checkpoints import CheckpointMismatch, load_care_model, read_stage_checkpoint
-from meritsl_lightning.cli import MeritslCLI
 from meritsl_lightning.encoders.cache import file_identity
 from meritsl_lightning.encoders.care_speech import CAREEncoder
 from meritsl_lightning.encoders.speech import build_speech_encoder
 from meritsl_lightning.models.care import CAREPretrainModule
 from meritsl_lightning.tiny_models import build_tiny_roberta, build_tiny_wavlm
+from meritsl_lightning.trainer_cli import MeritslCLI
 from tests.metric_checks import assert_metrics_match_confusion
 from tests.models.test_text_pretrain import write_silver
 from tests.stage_runner import StageChain

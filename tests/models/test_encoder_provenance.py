@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from meritsl_lightning.cli import MeritslCLI
 from meritsl_lightning.encoders.cache import file_identity
 from meritsl_lightning.encoders.provenance import WITHOUT_PRETRAINING, TextEncoderError, text_encoder_kind
 from meritsl_lightning.models import TextUtteranceModule
+from meritsl_lightning.trainer_cli import MeritslCLI
 from tests.stage_runner import StageChain
 
 REPO = Path(__file__).resolve().parents[2]

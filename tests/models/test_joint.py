@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from meritsl_lightning.cli import MeritslCLI
 from meritsl_lightning.models import JointContextFusionModule, JointTextFinetuneModule
+from meritsl_lightning.trainer_cli import MeritslCLI
 from tests.stage_runner import StageChain
 
 SMALL = [

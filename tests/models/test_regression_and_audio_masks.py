@@ -9,8 +9,8 @@ import torch
 
 from data_modules import IEMOCAPDataModule
 from data_modules.manifest import Utterance
-from meritsl_lightning.cli import MeritslCLI
 from meritsl_lightning.models import SpeechUtteranceModule
+from meritsl_lightning.trainer_cli import MeritslCLI
 from tests.stage_runner import StageChain
 
 SIGN = {"hap": 1.5, "neu": 0.0, "sad": -2.0, "ang": -1.0}

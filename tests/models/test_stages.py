@@ -10,8 +10,8 @@ import torch
 import yaml
 
 from meritsl_lightning.checkpoints import CheckpointMismatch, read_stage_checkpoint
-from meritsl_lightning.cli import MeritslCLI
 from meritsl_lightning.models import ContextModule, FusionModule, SpeechUtteranceModule, TextUtteranceModule
+from meritsl_lightning.trainer_cli import MeritslCLI
 from tests.metric_checks import assert_metrics_match_confusion
 from tests.stage_runner import StageChain
 
@@ -102,7 +102,7 @@ def test_label_set_mismatch_is_refused(chain: StageChain) -> None:
 
 
 def test_label_set_mismatch_through_the_cli(chain: StageChain) -> None:
-    from meritsl_lightning.cli import MeritslCLI
+    from meritsl_lightning.trainer_cli import MeritslCLI
 
     # a 4-class Stage I under a 6-class data module: the CLI's error carries the checkpoint's reason
     with pytest.raises(ValueError, match="stage1_checkpoint: .* was trained on labels"):

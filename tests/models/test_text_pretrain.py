@@ -11,8 +11,8 @@ import torch
 from data_modules import SilverDataModule
 from data_modules.manifest import CorpusProblem
 from meritsl_lightning.checkpoints import CheckpointMismatch
-from meritsl_lightning.cli import MeritslCLI
 from meritsl_lightning.models import TextUtteranceModule
+from meritsl_lightning.trainer_cli import MeritslCLI
 from tests.fixtures.iemocap_layout import default_dialogues
 from tests.stage_runner import StageChain
 

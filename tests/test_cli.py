@@ -65,16 +65,16 @@ def test_print_config_resolves_omegaconf_interpolation(tmp_path: Path) -> None:
 
 
 def test_each_run_writes_its_config_into_its_own_directory(chain: StageChain) -> None:
-    first = Path(chain.clis["stage2_text"].trainer.log_dir)
-    again = chain.fit("stage2_text")
-    second = Path(again.trainer.log_dir)
+    # its own logger name: a re-run under "stage2_text" would move the shared chain's best.ckpt pointer
+    first = Path(chain.fit("stage2_text", name="stage2_text_rerun").trainer.log_dir)
+    second = Path(chain.fit("stage2_text", name="stage2_text_rerun").trainer.log_dir)
     assert first != second and first.parent == second.parent
     assert (first / "config.yaml").is_file() and (second / "config.yaml").is_file()
     assert yaml.safe_load((second / "config.yaml").read_text())["model"]["init_args"]["stage1_checkpoint"]
 
 
 def test_second_stage2_run_reads_stage1_embeddings_from_the_cache(chain: StageChain) -> None:
-    again = chain.fit("stage2_audio")
+    again = chain.fit("stage2_audio", name="stage2_audio_rerun")
     assert again.model.cache.misses == 0
     assert again.model.cache.hits >= 3  # train, validation, test
 

@@ -98,8 +98,9 @@ def plot(path: Path, table: TableSpec, rows: list[dict[str, Any]]) -> None:
         errors = [[0.0, 0.0] if r["ci95"] is None else [r["mean"] - r["ci95"][0], r["ci95"][1] - r["mean"]] for r in panel]
         ax.bar([x - 0.2 for x in xs], means, width=0.4, yerr=list(zip(*errors, strict=True)) if errors else None,
                capsize=3, label="reproduced (mean, 95 % CI)", color="tab:blue")  # fmt: skip
-        paper = [r["paper"] if r["paper"] is not None else float("nan") for r in panel]
-        ax.bar([x + 0.2 for x in xs], paper, width=0.4, label="paper", color="tab:gray")
+        if table.paper:  # a table the paper gives no numbers for (Fig. 4) has no paper bars
+            paper = [r["paper"] if r["paper"] is not None else float("nan") for r in panel]
+            ax.bar([x + 0.2 for x in xs], paper, width=0.4, label="paper", color="tab:gray")
         ax.set_xticks(xs, [labels.get(r["stage"], r["stage"]) for r in panel], rotation=30, ha="right")
         ax.set_ylim(0, 1)
         ax.set_title(f"{corpus} ({protocol})")

@@ -353,6 +353,30 @@ class BaseStageModule(LightningModule):
         }
 
 
+class TextSpeechUpstreams:
+    """For a ``BaseStageModule`` over two frozen upstream checkpoints, ``text_upstream`` and ``audio_upstream``
+    (Stage III over the Stage II pair, the Fig. 4 joint model over the Stage I pair): their identity, the
+    encoders they stand on, the stale-upstream check on load, and their embeddings of a split."""
+
+    text_upstream: StageCheckpoint
+    audio_upstream: StageCheckpoint
+
+    def upstream_identity(self) -> str:
+        return f"{self.text_upstream.identity}|{self.audio_upstream.identity}"
+
+    def encoder_records(self) -> dict[str, Any]:
+        return {"text": self.text_upstream.encoders.get("text", {}), "speech": self.audio_upstream.encoders.get("speech", {})}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        check_upstream_unchanged(checkpoint, [self.text_upstream, self.audio_upstream])
+
+    def prepare_split(self, data: SplitData, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        return (
+            self.upstream_embeddings(self.text_upstream, data, device),  # type: ignore[attr-defined]
+            self.upstream_embeddings(self.audio_upstream, data, device),  # type: ignore[attr-defined]
+        )
+
+
 def check_class_weights(value: ClassWeights, label_names: list[str], task: str) -> ClassWeights:
     """``None`` for plain cross-entropy, ``"balanced"``, or a list of one positive weight per label."""
     if value is None or value == "none":

@@ -11,14 +11,14 @@ from meritsl_lightning.checkpoints import read_stage_checkpoint
 from meritsl_lightning.models.base import (
     BaseStageModule,
     ClassWeights,
-    check_upstream_unchanged,
+    TextSpeechUpstreams,
     conversation_batches,
     current_speech_encoder,
 )
 from meritsl_lightning.nn.co_attention import CoAttentionFusion
 
 
-class FusionModule(BaseStageModule):
+class FusionModule(TextSpeechUpstreams, BaseStageModule):
     """Stacked co-attention blocks over the Stage II outputs of both modalities, then a classifier."""
 
     stage = "stage3"
@@ -66,21 +66,6 @@ class FusionModule(BaseStageModule):
     @property
     def embedding_dim(self) -> int:
         return 2 * self.hparams.dim
-
-    def upstream_identity(self) -> str:
-        return f"{self.text_upstream.identity}|{self.audio_upstream.identity}"
-
-    def encoder_records(self) -> dict[str, Any]:
-        return {"text": self.text_upstream.encoders.get("text", {}), "speech": self.audio_upstream.encoders.get("speech", {})}
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        check_upstream_unchanged(checkpoint, [self.text_upstream, self.audio_upstream])
-
-    def prepare_split(self, data: SplitData, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        return (
-            self.upstream_embeddings(self.text_upstream, data, device),
-            self.upstream_embeddings(self.audio_upstream, data, device),
-        )
 
     def logits(self, batch: dict[str, Any]) -> torch.Tensor:
         text, audio = self.split_inputs(batch["split"])

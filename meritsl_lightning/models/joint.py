@@ -21,6 +21,7 @@ from meritsl_lightning.encoders.text import TextPooling
 from meritsl_lightning.models.base import (
     BaseStageModule,
     ClassWeights,
+    TextSpeechUpstreams,
     check_upstream_unchanged,
     conversation_batches,
 )
@@ -112,7 +113,7 @@ class _JointStages(BaseStageModule):
         return out
 
 
-class JointContextFusionModule(_JointStages):
+class JointContextFusionModule(TextSpeechUpstreams, _JointStages):
     """Fig. 4, end to end over frozen Stage I: Stages II and III trained jointly from the Stage I embeddings."""
 
     stage = "joint"
@@ -146,21 +147,6 @@ class JointContextFusionModule(_JointStages):
 
     def configure_models(self) -> None:
         self.build_stages(self.text_upstream.embedding_dim, self.audio_upstream.embedding_dim)
-
-    def upstream_identity(self) -> str:
-        return f"{self.text_upstream.identity}|{self.audio_upstream.identity}"
-
-    def encoder_records(self) -> dict[str, Any]:
-        return {"text": self.text_upstream.encoders.get("text", {}), "speech": self.audio_upstream.encoders.get("speech", {})}
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        check_upstream_unchanged(checkpoint, [self.text_upstream, self.audio_upstream])
-
-    def prepare_split(self, data: SplitData, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        return (
-            self.upstream_embeddings(self.text_upstream, data, device),
-            self.upstream_embeddings(self.audio_upstream, data, device),
-        )
 
     def text_inputs(self, batch: dict[str, Any]) -> torch.Tensor:
         return self.split_inputs(batch["split"])[0][batch["index"]]

@@ -155,6 +155,17 @@ class MeritslCLI(LightningCLI):
             Path(log_dir, "test_metrics.json").write_text(json.dumps(summary, indent=1))
 
 
+def release_process_group() -> None:
+    """End a finished DDP run's process group on every rank. Lightning leaves it open, and gloo's threads then
+    meet interpreter shutdown, which now and then aborts a run that finished ("terminate called without an
+    active exception", exit status 134): a reproduction would count it as failed."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def _logger_args(logger: Any) -> Any:
     """The init arguments of a configured logger that names a run folder (save_dir, name, version), else None."""
     if isinstance(logger, list):

@@ -269,3 +269,43 @@ def test_care_pretraining_killed_mid_epoch_resumes_to_the_uninterrupted_result(c
         return [*care_args(tmp_path, wavlm, chain, transcripts, epochs=EPOCHS, name=name), *RESUME_OPTIONS]
 
     assert_kill_and_resume_matches(tmp_path, args_for, "care_kill", 6, "val/loss")
+
+
+@pytest.mark.slow
+def test_stage2_under_two_process_ddp_killed_mid_epoch_resumes_to_the_uninterrupted_result(chain: StageChain, tmp_path: Path) -> None:
+    """As above with `strategy=ddp` on two CPU processes (gloo): both ranks die at the same step, `--resume`
+    restarts both from rank 0's periodic checkpoint, and the run ends where the uninterrupted DDP run ends."""
+
+    def args(name: str) -> list[str]:
+        return [*_stage_args(chain, "stage2_text")(name), "--trainer.strategy=ddp", "--trainer.devices=2",
+                f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path}",
+                "--resume_checkpoint.every_n_train_steps=1"]  # fmt: skip  (each rank sees half the batches)
+
+    def fit(extra: list[str]) -> subprocess.CompletedProcess:
+        env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+        return subprocess.run([sys.executable, "-m", "meritsl_lightning", "fit", *extra], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+
+    reference = fit(args("ddp_reference"))
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    ref_dir = tmp_path / "ddp_reference" / "version_0"
+    total = torch.load(ref_dir / "checkpoints" / "resume.ckpt", map_location="cpu", weights_only=True)["global_step"]
+    per_epoch = total // EPOCHS
+    assert per_epoch * EPOCHS == total and per_epoch >= 2
+    kill_step = per_epoch + 1  # the second step of the second epoch
+    killed = _kill_at(args("ddp_kill"), kill_step)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    run_dir = tmp_path / "ddp_kill" / "version_0"
+    assert torch.load(run_dir / "checkpoints" / "resume.ckpt", map_location="cpu", weights_only=True)["global_step"] == kill_step
+    resumed = fit([*args("ddp_kill"), "--resume=true"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert not (tmp_path / "ddp_kill" / "version_1").exists()
+    end = torch.load(run_dir / "checkpoints" / "resume.ckpt", map_location="cpu", weights_only=True)
+    assert end["global_step"] == total
+    best = torch.load((tmp_path / "ddp_kill" / "best.ckpt").resolve(), map_location="cpu", weights_only=True)
+    ref_best = torch.load((tmp_path / "ddp_reference" / "best.ckpt").resolve(), map_location="cpu", weights_only=True)
+    _assert_same_tensors(best["state_dict"], ref_best["state_dict"], "best-checkpoint weights")
+    _assert_same_tensors(end["state_dict"], torch.load(ref_dir / "checkpoints" / "resume.ckpt", map_location="cpu", weights_only=True)["state_dict"], "final weights")
+    with open(run_dir / "metrics.csv") as f:
+        logged = [r["val/weighted_f1"] for r in csv.DictReader(f) if r.get("val/weighted_f1")]
+    with open(ref_dir / "metrics.csv") as f:
+        assert logged == [r["val/weighted_f1"] for r in csv.DictReader(f) if r.get("val/weighted_f1")] and len(logged) == EPOCHS

@@ -19,7 +19,7 @@ from meritsl_lightning.commands import reproduce
 from meritsl_lightning.commands.tabulate import main as tabulate
 from meritsl_lightning.reproduce.aggregate import build_table, load_runs
 from meritsl_lightning.reproduce.engine import MARKER, Engine, Step
-from meritsl_lightning.reproduce.tables import TABLE1
+from meritsl_lightning.reproduce.tables import TABLE1, TABLES
 
 STAGES = [s.name for s in TABLE1.stages]
 CORPUS_VARIABLES = ("IEMOCAP_ROOT", "MELD_ROOT", "MOSI_ROOT", "CMU_MOSI_ROOT", "TEXT_ENCODER", "SPEECH_ENCODER",
@@ -157,6 +157,32 @@ def test_fig4_reuses_the_hierarchy_runs_and_trains_the_joint_variants_on_the_sam
     table1 = {r["stage"]: r for r in json.loads((out / "table1.json").read_text())["rows"]}
     assert all(r["test_weighted_f1"] == table1[r["stage"]]["test_weighted_f1"] for r in fig4["rows"] if r["stage"] in STAGES)
     assert (out / "fig4.png").read_bytes()[:4] == b"\x89PNG"
+    # both tables share the run folders, and `meritsl tabulate OUT` recomputes each from its own plan
+    assert tabulate([str(out), "--json", str(out / "both.json")]) == 0
+    both = json.loads((out / "both.json").read_text())
+    assert both["fig4"] == {k: fig4[k] for k in ("rows", "failed")}
+    assert both["table1"] == {k: v for k, v in json.loads((out / "table1.json").read_text()).items() if k in ("rows", "failed")}
+
+
+def test_oof_plan_chains_fold_models_into_stage2_and_stage3_of_the_same_seed(tmp_path: Path) -> None:
+    """`reproduce oof`: per corpus and seed, `meritsl oof` on that seed's Stage I run (K = 2 generated), Stage II
+    reading its oof.json with the same Stage I checkpoint, Stage III on those two; the fold steps are no rows."""
+    code, printed = _main(["oof", "--generated", "--corpora", "meld", "--seeds", "3", "--out", str(tmp_path), "--dry-run"])
+    assert code == 0, printed
+    args = reproduce.build_parser().parse_args(["oof", "--generated", "--corpora", "meld", "--seeds", "3"])
+    args.overrides = []
+    steps = {s.id: s for s in reproduce.plan(TABLES["oof"], args, tmp_path)[0]}
+    oof_text = steps["meld/oof_text/seed3"]
+    assert oof_text.argv[2] == "oof" and "--full" in oof_text.argv and "{stage1_text[checkpoint]}" in oof_text.argv
+    assert oof_text.argv[-1] == "--folds=2" and oof_text.deps["stage1_text"] == "meld/stage1_text/seed3"
+    assert "table" not in oof_text.meta and oof_text.done_files == ("oof.json",) and not oof_text.fresh
+    stage2 = steps["meld/stage2_text_oof/seed3"]
+    assert "--model.init_args.stage1_oof={oof_text[oof]}" in stage2.argv
+    assert "--model.init_args.stage1_checkpoint={stage1_text[checkpoint]}" in stage2.argv
+    assert stage2.deps["oof_text"] == "meld/oof_text/seed3" and stage2.meta["table"] == "oof"
+    stage3 = steps["meld/stage3_oof/seed3"]
+    assert stage3.deps["stage2_text_oof"] == "meld/stage2_text_oof/seed3" and stage3.deps["stage2_audio_oof"] == "meld/stage2_audio_oof/seed3"
+    assert Path(stage3.argv[stage3.argv.index("--config") + 1]).name == "meld_stage3.yaml"
 
 
 UPSTREAM = """

@@ -101,7 +101,7 @@ def plan(table: TableSpec, args: argparse.Namespace, out: Path) -> tuple[list, l
         if bad:
             raise BadInput(f"unknown stage {bad[0]!r} (this table has {', '.join(s.name for s in table.stages)})")
         for stage in args.stages:
-            missing = sorted(set(table.stage(stage).upstream.values()) - set(args.stages))
+            missing = sorted({u.split("[")[0] for u in table.stage(stage).upstream.values()} - set(args.stages))
             if missing:
                 raise BadInput(f"stage {stage} needs {', '.join(missing)} of the same seed: add it to --stages")
     notes: list[str] = []

@@ -149,13 +149,13 @@ def analyze_one_conversation(corpus: str, root: Path, out: Path, stage3: str) ->
     rows = [u for u in CORPORA[corpus].parse(root, protocol=CORPORA[corpus].default_protocol).utterances if u.split == "test"]
     dialogue = min(u.dialogue_id for u in rows)
     turns = sorted((u for u in rows if u.dialogue_id == dialogue), key=lambda u: u.utt_index)
-    folder = out / "analyze" / "input" / dialogue
+    folder = out / "analyze" / "input" / dialogue.replace("/", "_")  # MELD ids carry their split: "test/dia0"
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     lines = []
     for k, u in enumerate(turns):
-        name = f"{k:03d}_{u.utt_id}{Path(u.audio_path).suffix}"
+        name = f"{k:03d}_{u.utt_id.replace('/', '_')}{Path(u.audio_path).suffix}"
         (folder / name).symlink_to(Path(u.audio_path).resolve())
         lines.append(json.dumps({"file": name, "text": u.text}))
     (folder / "transcripts.jsonl").write_text("\n".join(lines) + "\n")

@@ -68,9 +68,6 @@ def main(argv: list[str] | None = None) -> None:
             status = _run_pipeline(command, args[1:])
         else:
             _one_line_errors_cli()(args=None if argv is None else args)
-            from meritsl_lightning.trainer_cli import release_process_group
-
-            release_process_group()
             status = 0
     except Exception as e:
         message = None if debug_enabled() else user_error_message(e)

@@ -210,6 +210,7 @@ class ResumePoint:
     version: str
     checkpoint: Path | None
     finished: bool
+    step: int | None = None  # the global step ``checkpoint`` records
 
 
 def checkpoint_step(path: Path) -> int | None:
@@ -224,11 +225,19 @@ def checkpoint_step(path: Path) -> int | None:
 
 def newest_checkpoint(folder: Path) -> Path | None:
     """The checkpoint of ``folder`` that records the most training (global step, then the newest file)."""
+    newest = _newest_with_step(folder)
+    return newest[1] if newest else None
+
+
+def _newest_with_step(folder: Path) -> tuple[int, Path] | None:
     found = []
     for path in folder.glob("*.ckpt"):
         if path.is_file() and not path.is_symlink() and (step := checkpoint_step(path)) is not None:
             found.append((step, path.stat().st_mtime_ns, path))
-    return max(found)[2] if found else None
+    if not found:
+        return None
+    step, _, path = max(found)
+    return step, path
 
 
 def resume_point(save_dir: str | os.PathLike, name: str | None, version: int | str | None) -> ResumePoint:
@@ -245,8 +254,9 @@ def resume_point(save_dir: str | os.PathLike, name: str | None, version: int | s
     else:
         run_dir = base / (version if isinstance(version, str) else f"version_{version}")
     ckpt_dir = run_dir / "checkpoints"
-    checkpoint = newest_checkpoint(ckpt_dir) if ckpt_dir.is_dir() else None
-    return ResumePoint(run_dir, run_dir.name, checkpoint, (run_dir / FINISHED_MARKER).is_file())
+    newest = _newest_with_step(ckpt_dir) if ckpt_dir.is_dir() else None
+    step, checkpoint = newest or (None, None)
+    return ResumePoint(run_dir, run_dir.name, checkpoint, (run_dir / FINISHED_MARKER).is_file(), step)
 
 
 def keep_metrics_before(metrics_csv: Path, global_step: int) -> list[dict[str, str]]:

@@ -21,7 +21,6 @@ from meritsl_lightning.loggers import WandbLogging, finish_wandb
 from meritsl_lightning.resume import (
     AtomicModelCheckpoint,
     ResumeCheckpoint,
-    checkpoint_step,
     keep_metrics_before,
     resume_point,
 )
@@ -88,6 +87,7 @@ class MeritslCLI(LightningCLI):
             finish_wandb(self.trainer, exit_code=1)
             raise
         finish_wandb(self.trainer)  # one W&B run per command; fit's test belongs to it
+        release_process_group()
 
     def before_instantiate_classes(self) -> None:
         if self.subcommand == "fit":
@@ -115,12 +115,9 @@ class MeritslCLI(LightningCLI):
             print(f"--resume: no checkpoint in {point.run_dir} yet; training it from the start")
             self.save_config_kwargs = {**self.save_config_kwargs, "overwrite": True}
             return
-        self._resumed(cfg, point.checkpoint)
-
-    def _resumed(self, cfg: Any, checkpoint: Path) -> None:
-        self._resume_step = checkpoint_step(checkpoint)
+        self._resume_step = point.step
         self.save_config_kwargs = {**self.save_config_kwargs, "overwrite": True}  # the resumed run's own config.yaml
-        print(f"--resume: continuing {checkpoint.parent.parent} from {checkpoint.name} (global step {self._resume_step})")
+        print(f"--resume: continuing {point.run_dir} from {point.checkpoint.name} (global step {point.step})")
 
     def before_fit(self) -> None:
         logger = self.trainer.logger

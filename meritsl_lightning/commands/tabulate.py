@@ -41,9 +41,12 @@ def reproduced_tables(root: Path) -> dict[str, dict[str, Any]]:
     from meritsl_lightning.reproduce.tables import TABLES
 
     tables = {}
+    loaded: dict[str, list] = {}  # metric -> every run folder's record (the tables share the folders)
     for name, table in TABLES.items():
         plan, blocked = read_plan(root, name)
-        records = load_runs(root, table.metric)
+        if table.metric not in loaded:
+            loaded[table.metric] = load_runs(root, table.metric)
+        records = loaded[table.metric]
         if plan is None:  # no record of the last reproduction: the newest runs first made for this table
             records = [r for r in records if r.marker.get("table") == name]
         chosen = select(records, plan) + blocked
@@ -66,11 +69,12 @@ def main(argv: list[str] | None = None) -> int:
 
         everything = {}
         for root, tables in found.items():
+            notes = [f"recomputed by meritsl tabulate from the run folders in {root}"]
             for name, result in tables.items():
-                print(markdown(TABLES[name], result, [f"recomputed by meritsl tabulate from the run folders in {root}"]))
+                print(markdown(TABLES[name], result, notes))
                 everything[f"{root}:{name}" if len(args.roots) > 1 else name] = result
                 if args.write:
-                    write_all(root, TABLES[name], result, [f"recomputed by meritsl tabulate from the run folders in {root}"])
+                    write_all(root, TABLES[name], result, notes)
         if args.json:
             args.json.write_text(json.dumps(everything if len(everything) > 1 else next(iter(everything.values())), indent=1))
         return 0

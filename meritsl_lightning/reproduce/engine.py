@@ -83,11 +83,9 @@ def file_key(path: Path) -> Any:
 def _named_files(values: list[str]) -> dict[str, Any]:
     files = {}
     for value in values:
-        candidate = value.split("=", 1)[-1]
-        for text in (candidate.removeprefix("care:"),):
-            path = Path(text)
-            if text and len(text) < 4096 and path.is_file():
-                files[text] = file_key(path)
+        text = value.split("=", 1)[-1].removeprefix("care:")
+        if text and len(text) < 4096 and Path(text).is_file():
+            files[text] = file_key(Path(text))
     return files
 
 

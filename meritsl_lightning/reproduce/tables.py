@@ -4,6 +4,8 @@ hierarchy against the same chain on out-of-fold Stage I embeddings (beyond the p
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from meritsl_lightning.reproduce.spec import CorpusSpec, StageSpec, TableSpec
 
 TABLE1 = TableSpec(
@@ -57,7 +59,7 @@ FIG4 = TableSpec(
     corpora=(TABLE1.corpus("iemocap"),),  # the joint configs exist for IEMOCAP (experiments/ablations/fig4/)
     stages=(
         *TABLE1.stages[:4],
-        StageSpec("stage3", "stage3", "hierarchical (Stage III)", upstream=TABLE1.stage("stage3").upstream),
+        replace(TABLE1.stage("stage3"), label="hierarchical (Stage III)"),
         StageSpec("joint", "joint", "joint II+III", upstream=FIG4_JOINT, folder="ablations/fig4"),
         StageSpec(
             "joint_deep", "joint", "joint II+III, per-modality losses", upstream=FIG4_JOINT, folder="ablations/fig4",

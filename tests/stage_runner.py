@@ -69,6 +69,18 @@ class StageChain:
             ]
         return args
 
+    def text_pretrain_args(self, name: str, silver: Path, roberta: Path | None = None, cache_dir: Path | None = None) -> list[str]:
+        """Text pre-training on a silver-label file with the chain's trainer settings (its data arguments replaced)."""
+        return [
+            *[a for a in self.common_args(name) if not a.startswith("--data.")],
+            "--data.class_path=data_modules.SilverDataModule",
+            f"--data.init_args.path={silver}",
+            "--data.init_args.batch_size=8",
+            "--model.class_path=meritsl_lightning.models.TextPretrainModule",
+            f"--model.init_args.model_name_or_path={roberta or self.roberta}",
+            f"--model.init_args.cache_dir={cache_dir or self.cache_dir}",
+        ]
+
     def fit(self, stage: str, *extra: str, name: str | None = None) -> MeritslCLI:
         return MeritslCLI(args=["fit", *self.common_args(name or stage), *self.model_args(stage), *extra])
 

@@ -243,16 +243,7 @@ def test_text_pretraining_killed_mid_epoch_resumes_to_the_uninterrupted_result(c
     silver = write_silver(tmp_path / "silver.jsonl")
 
     def args_for(name: str) -> list[str]:
-        return [
-            *[a for a in chain.common_args(name) if not a.startswith("--data.")],
-            "--data.class_path=data_modules.SilverDataModule",
-            f"--data.init_args.path={silver}",
-            "--data.init_args.batch_size=8",
-            "--model.class_path=meritsl_lightning.models.TextPretrainModule",
-            f"--model.init_args.model_name_or_path={chain.roberta}",
-            f"--model.init_args.cache_dir={chain.cache_dir}",
-            *RESUME_OPTIONS,
-        ]
+        return [*chain.text_pretrain_args(name, silver), *RESUME_OPTIONS]
 
     assert_kill_and_resume_matches(chain.root / "runs", args_for, "text_pretrain_kill", 6, "val/weighted_f1")
 

@@ -216,15 +216,9 @@ def test_llm_supervised_teacher_checkpoint_is_the_switch(chain: StageChain, care
     pretrain = MeritslCLI(
         args=[
             "fit",
-            *[a for a in chain.common_args("pretrain") if not a.startswith("--data.")],
+            *chain.text_pretrain_args("pretrain", write_silver(tmp_path / "silver.jsonl"), roberta=wide, cache_dir=tmp_path / "cache"),
             f"--trainer.default_root_dir={tmp_path}",
             f"--trainer.logger.init_args.save_dir={tmp_path}",
-            "--data.class_path=data_modules.SilverDataModule",
-            f"--data.init_args.path={write_silver(tmp_path / 'silver.jsonl')}",
-            "--data.init_args.batch_size=8",
-            "--model.class_path=meritsl_lightning.models.TextPretrainModule",
-            f"--model.init_args.model_name_or_path={wide}",
-            f"--model.init_args.cache_dir={tmp_path / 'cache'}",
         ]
     )
     teacher_ckpt = pretrain.trainer.checkpoint_callback.best_model_path

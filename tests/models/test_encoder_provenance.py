@@ -40,16 +40,7 @@ def test_a_pretraining_checkpoint_is_recorded_by_path_and_hash(chain: StageChain
     from tests.models.test_text_pretrain import write_silver
 
     pretrain = MeritslCLI(
-        args=[
-            "fit",
-            *[a for a in chain.common_args("pretrain_provenance") if not a.startswith("--data.")],
-            "--data.class_path=data_modules.SilverDataModule",
-            f"--data.init_args.path={write_silver(tmp_path / 'silver.jsonl')}",
-            "--data.init_args.batch_size=8",
-            "--model.class_path=meritsl_lightning.models.TextPretrainModule",
-            f"--model.init_args.model_name_or_path={chain.roberta}",
-            f"--model.init_args.cache_dir={chain.cache_dir}",
-        ]
+        args=["fit", *chain.text_pretrain_args("pretrain_provenance", write_silver(tmp_path / "silver.jsonl"))]
     )
     ckpt = pretrain.trainer.checkpoint_callback.best_model_path
     model = TextUtteranceModule(model_name_or_path=ckpt, label_names=LABELS)

@@ -48,16 +48,7 @@ def test_silver_label_outside_the_set_is_named(tmp_path: Path) -> None:
 def test_pretrain_then_stage1_text_starts_from_it(chain: StageChain, tmp_path: Path) -> None:
     silver = write_silver(tmp_path / "silver.jsonl")
     pretrain = MeritslCLI(
-        args=[
-            "fit",
-            *[a for a in chain.common_args("pretrain") if not a.startswith("--data.")],
-            "--data.class_path=data_modules.SilverDataModule",
-            f"--data.init_args.path={silver}",
-            "--data.init_args.batch_size=8",
-            "--model.class_path=meritsl_lightning.models.TextPretrainModule",
-            f"--model.init_args.model_name_or_path={chain.roberta}",
-            f"--model.init_args.cache_dir={chain.cache_dir}",
-        ]
+        args=["fit", *chain.text_pretrain_args("pretrain", silver)]
     )
     assert pretrain.model.label_names == ["positive", "negative", "neutral"]
     assert pretrain.test_results is None  # silver data has no test split
